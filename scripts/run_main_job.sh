@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole pipeline on the embedded default: the three chat sources from
+# the local mirror (THREAD_EMBED_MIRROR, default ../shared/datasets), all-MiniLM-L6-v2, CPU.
+# Extra arguments go to `dagster job execute`, e.g. `-c configs/full_recipe.yaml`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+start=$(date +%s)
+dagster job execute -m thread_embed_pipeline.definitions -j thread_embed_job "$@"
+echo
+echo "main job finished in $(( $(date +%s) - start )) s"
+python -m thread_embed_pipeline.summary

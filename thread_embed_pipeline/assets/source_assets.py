@@ -1,0 +1,140 @@
+"""raw/<source> → corpus/<source> → pairs/<source>, one chain per entry of the source registry."""
+
+
+import re
+
+import dagster as dg
+import pandas as pd
+
+from thread_embed_pipeline.assets.metadata import accounting_metadata, table_md
+from thread_embed_pipeline.corpus import build_corpus
+from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
+from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.sources.download import ensure_source_files
+from thread_embed_pipeline.sources.registry import SOURCES, SourceSpec
+
+
+class PairsConfig(dg.Config):
+    """How many pairs of each shape to draw per conversation, and the sampling seed."""
+
+    seed: int = 13
+    thread_pairs_per_conversation: int = 4
+    thread_positive_messages: int = 8
+    query_response_pairs_per_conversation: int = 3
+    adjacency_window_messages: int = 5
+    adjacency_pairs_per_conversation: int = 2
+
+
+def slice_files(files: list[str], max_per_folder: int | None) -> list[str]:
+    """The first ``max_per_folder`` file groups of each folder; a group is one stem (``x.ascii.txt`` + ``x.annotation.txt``)."""
+    if max_per_folder is None:
+        return list(files)
+    groups: dict[str, list[str]] = {}
+    for path in sorted(files):
+        folder, _, base = path.rpartition("/")
+        stem = _file_stem(base)
+        groups.setdefault(folder, [])
+        if stem not in groups[folder]:
+            groups[folder].append(stem)
+    keep = {(folder, stem) for folder, stems in groups.items() for stem in stems[:max_per_folder]}
+    return [p for p in files if (p.rpartition("/")[0], _file_stem(p.rpartition("/")[2])) in keep]
+
+
+def _file_stem(base: str) -> str:
+    return re.sub(r"(\.ascii\.txt|\.annotation\.txt|\.xml\.out|\.xml|\.annot)$", "", base)
+
+
+def raw_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", name])
+
+
+def corpus_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["corpus", name])
+
+
+def pairs_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["pairs", name])
+
+
+def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
+    name = spec.name
+
+    @dg.asset(
+        key=raw_key(name),
+        group_name=name,
+        kinds={"parquet"},
+        description=f"Every input line/message of {name} ({spec.description}), with file and line.",
+    )
+    def raw(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource) -> pd.DataFrame:
+        root = ensure_source_files(
+            spec,
+            mirror_dir=chat_sources.mirror_path(),
+            cache_dir=chat_sources.cache_path(),
+            verify_checksums=chat_sources.verify_checksums,
+            log=context.log.info,
+        )
+        files = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
+        context.log.info(f"parsing {len(files)} files of {name}")
+        frame = spec.parse(root, files)
+        by_type = frame["record_type"].value_counts().to_dict()
+        context.add_output_metadata(
+            {
+                "files": len(files),
+                "read": len(frame),
+                "kept": len(frame),
+                "dropped_total": 0,
+                **{f"record_type/{k}": int(v) for k, v in sorted(by_type.items())},
+                "origin": "mirror" if chat_sources.mirror_path() else "upstream download",
+            }
+        )
+        return frame
+
+    @dg.asset(
+        key=corpus_key(name),
+        ins={"raw": dg.AssetIn(raw_key(name))},
+        group_name=name,
+        kinds={"parquet"},
+        description=f"Messages of {name} grouped into conversations, with a deterministic train/dev/test split.",
+    )
+    def corpus(context: dg.AssetExecutionContext, raw: pd.DataFrame) -> pd.DataFrame:
+        frame, accounting = build_corpus(raw, source=name, platform=spec.platform)
+        per_split = frame.groupby("split").agg(messages=("text", "size"), conversations=("conversation_id", "nunique"))
+        meta = accounting_metadata(accounting)
+        for split, row in per_split.iterrows():
+            meta[f"messages/{split}"] = int(row["messages"])
+            meta[f"conversations/{split}"] = int(row["conversations"])
+        meta["preview"] = table_md(frame[["conversation_id", "message_idx", "author", "text", "split"]])
+        context.add_output_metadata(meta)
+        return frame
+
+    @dg.asset(
+        key=pairs_key(name),
+        ins={"corpus": dg.AssetIn(corpus_key(name))},
+        group_name=name,
+        kinds={"parquet"},
+        description=f"Seeded thread / query-response / adjacency pairs of every {name} conversation (all splits).",
+    )
+    def pairs(context: dg.AssetExecutionContext, config: PairsConfig, corpus: pd.DataFrame) -> pd.DataFrame:
+        settings = PairBuilderSettings(
+            thread_pairs_per_conversation=config.thread_pairs_per_conversation,
+            thread_positive_messages=config.thread_positive_messages,
+            query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
+            adjacency_window_messages=config.adjacency_window_messages,
+            adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
+        )
+        frame, stats = build_pairs(corpus, seed=config.seed, settings=settings)
+        meta = {
+            "conversations": stats["conversations"],
+            "skipped_short_conversations": stats["skipped_short_conversations"],
+            **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
+            **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
+            "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
+        }
+        context.add_output_metadata(meta)
+        return frame
+
+    return [raw, corpus, pairs]
+
+
+def all_source_assets() -> list[dg.AssetsDefinition]:
+    return [a for spec in SOURCES.values() for a in build_source_assets(spec)]

@@ -1,0 +1,129 @@
+"""training_pairs (all sources' train pairs, decontaminated and sampled) → model (a Matryoshka checkpoint)."""
+
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+from thread_embed_pipeline.assets.metadata import table_md
+from thread_embed_pipeline.assets.source_assets import pairs_key
+from thread_embed_pipeline.evaluation.eval_sets import eval_texts
+from thread_embed_pipeline.pairs import select_training_pairs
+from thread_embed_pipeline.resources import TrainerResource
+from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_model
+
+# The CPU default: sized so the whole main job stays within ~15 minutes on 2 cores.
+DEFAULT_CPU_PAIR_BUDGET = 4000
+# The reference recipe's scale, for GPU runs (configs/full_recipe.yaml).
+SEED_SCALE_PAIR_BUDGET = 200_000
+
+
+class TrainingPairsConfig(dg.Config):
+    """How many training pairs, in which shares per strategy, drawn with which seed."""
+
+    budget: int = DEFAULT_CPU_PAIR_BUDGET
+    strategy_shares: dict[str, float] = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
+    seed: int = 7
+
+
+class ModelConfig(dg.Config):
+    """Training hyper-parameters (defaults: the CPU recipe on the bundled all-MiniLM-L6-v2)."""
+
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    model_name: str = "thread-embed-minilm"
+    matryoshka_dims: list[int] = [384, 256, 128, 64]
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    epochs: float = 1.0
+    max_seq_length: int = 128
+    bf16: Optional[bool] = None
+    seed: int = 42
+
+    def settings(self) -> TrainingSettings:
+        return TrainingSettings(
+            base_model=self.base_model,
+            matryoshka_dims=tuple(self.matryoshka_dims),
+            batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            warmup_ratio=self.warmup_ratio,
+            epochs=self.epochs,
+            max_seq_length=self.max_seq_length,
+            bf16=self.bf16,
+            seed=self.seed,
+        )
+
+
+@dg.asset(
+    ins={
+        **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in SOURCES},
+        "eval_sets": dg.AssetIn("eval_sets"),
+    },
+    group_name="training",
+    kinds={"parquet"},
+    description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
+)
+def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: pd.DataFrame) -> pd.DataFrame:
+    merged = pd.concat(list(pairs_by_source.values()), ignore_index=True)
+    selected, stats = select_training_pairs(
+        merged,
+        budget=config.budget,
+        strategy_shares=config.strategy_shares,
+        seed=config.seed,
+        eval_texts=eval_texts(eval_sets),
+        eval_conversation_ids=set(eval_sets["conversation_id"]),
+    )
+    info = stats.as_dict()
+    meta: dict = {"read": info["read"], "kept": info["kept"], "dropped_total": int(sum(info["dropped"].values()))}
+    meta.update({f"dropped/{k}": int(v) for k, v in sorted(info["dropped"].items())})
+    meta.update({f"available/{k}": int(v) for k, v in info["available_by_strategy"].items()})
+    meta.update({f"kept_by_strategy/{k}": int(v) for k, v in info["kept_by_strategy"].items()})
+    meta.update({f"kept_by_source/{k}": int(v) for k, v in info["kept_by_source"].items()})
+    meta["preview"] = table_md(selected[["strategy", "source", "anchor", "positive"]])
+    context.add_output_metadata(meta)
+    return selected
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch"},
+    description="A sentence-transformers checkpoint (safetensors) trained with MatryoshkaLoss(MultipleNegativesRankingLoss).",
+)
+def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, training_pairs: pd.DataFrame) -> dict:
+    trainer.apply_environment()
+    settings = config.settings()
+    output_dir = trainer.models_path() / config.model_name
+    _, result = train_matryoshka_model(training_pairs, settings, output_dir, log=context.log.info, device=trainer.device)
+    summary = {
+        "checkpoint_dir": str(output_dir),
+        "base_model": settings.base_model,
+        "matryoshka_dims": list(settings.matryoshka_dims),
+        "train_pairs": result.train_pairs,
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "pairs_per_second": result.pairs_per_second,
+        "final_loss": result.final_loss,
+        "bf16": result.bf16,
+        "device": result.device,
+        "settings": config.model_dump(),
+        "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
+        "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
+    }
+    losses = pd.DataFrame(result.loss_history)
+    context.add_output_metadata(
+        {
+            "checkpoint_dir": dg.MetadataValue.path(str(output_dir)),
+            "train_pairs": result.train_pairs,
+            "steps": result.steps,
+            "train_seconds": result.seconds,
+            "pairs_per_second": result.pairs_per_second,
+            "final_loss": result.final_loss if result.final_loss is not None else float("nan"),
+            "bf16": result.bf16,
+            "device": result.device,
+            "loss_curve": table_md(losses, max_rows=50) if not losses.empty else "no loss logged",
+        }
+    )
+    return summary

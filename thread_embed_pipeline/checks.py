@@ -1,0 +1,80 @@
+"""Asset checks: schemas, non-empty outputs, pair sanity and no train/eval leakage."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from thread_embed_pipeline.assets.source_assets import corpus_key, pairs_key
+from thread_embed_pipeline.evaluation.eval_sets import eval_texts
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_COLUMNS, SPLITS, missing_columns
+from thread_embed_pipeline.sources.registry import SOURCES
+
+
+def leakage_findings(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> dict[str, int]:
+    """Counts of training pairs that share a conversation with, or a text equal to, an eval query or positive."""
+    shared_conversations = set(training_pairs["conversation_id"]) & set(eval_sets["conversation_id"])
+    texts = eval_texts(eval_sets)
+    return {
+        "shared_conversation_ids": len(shared_conversations),
+        "pairs_with_eval_text": int((training_pairs["anchor"].isin(texts) | training_pairs["positive"].isin(texts)).sum()),
+        "non_train_pairs": int((training_pairs["split"] != "train").sum()),
+    }
+
+
+@dg.asset_check(asset="training_pairs", additional_ins={"eval_sets": dg.AssetIn("eval_sets")}, blocking=True)
+def training_pairs_do_not_leak_eval_data(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> dg.AssetCheckResult:
+    """No training pair comes from an eval conversation, a non-train split, or has a side equal to an eval text."""
+    findings = leakage_findings(training_pairs, eval_sets)
+    return dg.AssetCheckResult(passed=not any(findings.values()), metadata=findings)
+
+
+def pair_sanity_findings(pairs: pd.DataFrame) -> dict[str, int]:
+    return {
+        "missing_columns": len(missing_columns(pairs.columns, PAIR_COLUMNS)),
+        "empty_anchor": int((pairs["anchor"].fillna("").str.strip() == "").sum()),
+        "empty_positive": int((pairs["positive"].fillna("").str.strip() == "").sum()),
+        "anchor_equals_positive": int((pairs["anchor"] == pairs["positive"]).sum()),
+    }
+
+
+@dg.asset_check(asset="training_pairs", blocking=True)
+def training_pairs_sane(training_pairs: pd.DataFrame) -> dg.AssetCheckResult:
+    findings = pair_sanity_findings(training_pairs)
+    return dg.AssetCheckResult(passed=not any(findings.values()) and len(training_pairs) > 0, metadata={**findings, "rows": len(training_pairs)})
+
+
+def corpus_findings(corpus: pd.DataFrame) -> dict[str, int]:
+    missing = missing_columns(corpus.columns, CORPUS_COLUMNS)
+    if missing:
+        return {"missing_columns": len(missing)}
+    splits_per_conversation = corpus.groupby("conversation_id")["split"].nunique()
+    return {
+        "missing_columns": 0,
+        "unknown_split": int((~corpus["split"].isin(SPLITS)).sum()),
+        "empty_text": int((corpus["text"].fillna("").str.strip() == "").sum()),
+        "conversations_in_several_splits": int((splits_per_conversation > 1).sum()),
+    }
+
+
+def _corpus_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True)
+    def check(corpus: pd.DataFrame) -> dg.AssetCheckResult:
+        findings = corpus_findings(corpus)
+        return dg.AssetCheckResult(passed=len(corpus) > 0 and not any(findings.values()), metadata={**findings, "rows": len(corpus)})
+
+    return check
+
+
+def _pairs_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=pairs_key(name), name="schema_and_sanity", blocking=True)
+    def check(pairs: pd.DataFrame) -> dg.AssetCheckResult:
+        findings = pair_sanity_findings(pairs)
+        return dg.AssetCheckResult(passed=len(pairs) > 0 and not any(findings.values()), metadata={**findings, "rows": len(pairs)})
+
+    return check
+
+
+def all_checks() -> list[dg.AssetChecksDefinition]:
+    per_source = [check for name in SOURCES for check in (_corpus_check(name), _pairs_check(name))]
+    return [*per_source, training_pairs_do_not_leak_eval_data, training_pairs_sane]

@@ -1,0 +1,81 @@
+"""IO manager: one Parquet file per DataFrame asset (JSON for small dict assets), DuckDB views on top.
+
+Files live at ``<base_dir>/<asset key path>.parquet``; every write goes to a temporary file that is
+renamed into place, so a killed run leaves the previous version intact. After each write the
+DuckDB database ``<base_dir>/warehouse.duckdb`` gets a view named after the asset key
+(``raw__irc_disentangle``, ``training_pairs``...) so every stage can be queried with SQL.
+"""
+
+from typing import Optional
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from thread_embed_pipeline import paths
+
+WAREHOUSE_FILE = "warehouse.duckdb"
+
+
+def view_name(key_path: list[str]) -> str:
+    return "__".join(key_path)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def refresh_view(base_dir: Path, name: str, parquet_path: Path) -> None:
+    with duckdb.connect(str(base_dir / WAREHOUSE_FILE)) as con:
+        literal = str(parquet_path).replace("'", "''")  # DDL takes no bound parameters
+        con.execute(f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Parquet per DataFrame asset, JSON per dict asset, under ``base_dir`` (default: ``data/``)."""
+
+    base_dir: Optional[str] = None
+
+    def _base(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else paths.data_dir()
+
+    def _path(self, key: dg.AssetKey, suffix: str) -> Path:
+        return self._base().joinpath(*key.path).with_suffix(suffix)
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return
+        key = context.asset_key
+        if isinstance(obj, pd.DataFrame):
+            path = self._path(key, ".parquet")
+            atomic_write_bytes(path, lambda tmp: obj.to_parquet(tmp, index=False))
+            refresh_view(self._base(), view_name(key.path), path)
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+        elif isinstance(obj, dict):
+            path = self._path(key, ".json")
+            atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        else:
+            raise TypeError(f"ParquetIOManager stores DataFrames and dicts, got {type(obj).__name__} for {key.to_user_string()}")
+
+    def load_input(self, context: dg.InputContext):
+        key = context.asset_key
+        parquet, js = self._path(key, ".parquet"), self._path(key, ".json")
+        if parquet.exists():
+            return pd.read_parquet(parquet)
+        if js.exists():
+            return json.loads(js.read_text())
+        raise FileNotFoundError(f"asset {key.to_user_string()} has not been materialised yet (no {parquet.name} or {js.name} under {parquet.parent})")

@@ -1,0 +1,101 @@
+import io
+
+import pandas as pd
+import pytest
+
+from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs, select_training_pairs
+from thread_embed_pipeline.schemas import PAIR_COLUMNS
+from thread_embed_pipeline_tests.chat_fixtures import make_corpus, numbered_conversation
+
+
+def _lines(text: str) -> list[str]:
+    return text.split("\n")
+
+
+@pytest.fixture
+def corpus() -> pd.DataFrame:
+    convs = {f"c{i}": numbered_conversation(f"c{i}", 6 + i) for i in range(12)}
+    return make_corpus(convs, split_of=lambda cid: "test" if cid in ("c0", "c1") else "train")
+
+
+def test_same_inputs_and_seed_give_identical_bytes(corpus):
+    a, _ = build_pairs(corpus, seed=3)
+    b, _ = build_pairs(corpus.sample(frac=1.0, random_state=1), seed=3)  # row order must not matter
+    assert list(a.columns) == list(PAIR_COLUMNS)
+    buf_a, buf_b = io.BytesIO(), io.BytesIO()
+    a.to_parquet(buf_a, index=False)
+    b.to_parquet(buf_b, index=False)
+    assert buf_a.getvalue() == buf_b.getvalue()
+    c, _ = build_pairs(corpus, seed=4)
+    assert not a.equals(c)
+
+
+def test_thread_pairs_are_two_disjoint_windows_of_one_conversation(corpus):
+    pairs, _ = build_pairs(corpus, seed=0, strategies=["thread"])
+    assert len(pairs) > 0
+    for row in pairs.itertuples():
+        anchor, positive = set(_lines(row.anchor)), set(_lines(row.positive))
+        assert anchor.isdisjoint(positive)
+        # every line names the pair's own conversation
+        assert all(f"{row.conversation_id} message" in line for line in anchor | positive)
+        assert 1 <= len(anchor) <= 2
+
+
+def test_query_response_uses_gold_reply_link_and_falls_back_to_next_other_author():
+    convs = {
+        # gold links: message 3 answers the question at 0, message 1 (bob) does not reply to it
+        "gold": [("ann", "how do I mount a usb disk?", None), ("bob", "anyone seen my cat", None), ("cyd", "lunch time", None), ("dan", "ann: use mount /dev/sdb1", 0)],
+        "nolinks": [("ann", "why does grub fail?", None), ("ann", "it says error 17", None), ("bob", "reinstall grub", None)],
+    }
+    corpus = make_corpus(convs)
+    pairs, _ = build_pairs(corpus, seed=0, strategies=["query_response"])
+    got = dict(zip(pairs["conversation_id"], zip(pairs["anchor"], pairs["positive"])))
+    assert got["gold"] == ("ann: how do I mount a usb disk?", "dan: ann: use mount /dev/sdb1")
+    assert got["nolinks"] == ("ann: why does grub fail?", "bob: reinstall grub")
+
+
+def test_adjacency_pairs_are_consecutive_windows():
+    corpus = make_corpus({"c": numbered_conversation("c", 12)})
+    pairs, _ = build_pairs(corpus, seed=0, strategies=["adjacency"], settings=PairBuilderSettings(adjacency_window_messages=3))
+    for row in pairs.itertuples():
+        a, p = _lines(row.anchor), _lines(row.positive)
+        assert len(a) == len(p) == 3
+        last_anchor = int(a[-1].split(" message ")[1].split()[0])
+        first_positive = int(p[0].split(" message ")[1].split()[0])
+        assert first_positive == last_anchor + 1
+
+
+def test_select_training_pairs_keeps_train_only_decontaminates_and_balances(corpus):
+    pairs, _ = build_pairs(corpus, seed=0)
+    leaked_text = pairs[pairs["split"] == "train"]["anchor"].iloc[0]
+    selected, stats = select_training_pairs(
+        pairs, budget=40, strategy_shares={"thread": 0.5, "adjacency": 0.5}, seed=1, eval_texts={leaked_text}, eval_conversation_ids={"c2"}
+    )
+    assert set(selected["split"]) == {"train"}
+    assert "c2" not in set(selected["conversation_id"])
+    assert leaked_text not in set(selected["anchor"]) | set(selected["positive"])
+    assert set(selected["strategy"]) <= {"thread", "adjacency"}
+    assert len(selected) == 40
+    assert stats.read == stats.kept + sum(stats.dropped.values())
+    assert stats.dropped["not_train_split"] == int((pairs["split"] != "train").sum())
+    again, _ = select_training_pairs(pairs, budget=40, strategy_shares={"thread": 0.5, "adjacency": 0.5}, seed=1, eval_texts={leaked_text}, eval_conversation_ids={"c2"})
+    pd.testing.assert_frame_equal(selected, again)
+
+
+def test_short_strategy_gives_its_share_to_the_others(corpus):
+    pairs, _ = build_pairs(corpus, seed=0)
+    few_qr = pairs[(pairs["strategy"] != "query_response") | (pairs.index % 10 == 0)]
+    n_qr = int(((few_qr["strategy"] == "query_response") & (few_qr["split"] == "train")).sum())
+    selected, _ = select_training_pairs(few_qr, budget=60, strategy_shares={"thread": 1, "query_response": 1, "adjacency": 1}, seed=0)
+    assert int((selected["strategy"] == "query_response").sum()) == n_qr
+    assert len(selected) == min(60, int((few_qr["split"] == "train").sum()))
+
+
+def test_bad_arguments_are_rejected(corpus):
+    pairs, _ = build_pairs(corpus, seed=0)
+    with pytest.raises(ValueError, match="budget"):
+        select_training_pairs(pairs, budget=0, strategy_shares={"thread": 1}, seed=0)
+    with pytest.raises(ValueError, match="unknown"):
+        select_training_pairs(pairs, budget=5, strategy_shares={"threads": 1}, seed=0)
+    with pytest.raises(ValueError, match="unknown pair strategies"):
+        build_pairs(corpus, seed=0, strategies=["nope"])
