@@ -74,7 +74,7 @@ def build_manifest(name: str, mirror: Path) -> dict:
             others.append({"repo": up_repo, "commit": up_commit})
         for path in matched:
             rel = path.relative_to(root).as_posix()
-            upstream_path = up_prefix + rel[len(base):]
+            upstream_path = up_prefix + rel[len(base) :]
             files.append(
                 {
                     "path": rel,

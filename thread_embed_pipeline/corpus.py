@@ -46,7 +46,7 @@ _STEM_SUFFIXES = (".ascii.txt", ".annotation.txt", ".xml.out", ".xml", ".annot",
 
 def file_stem(path: str) -> str:
     """``data/test/2005-07-06_14.ascii.txt`` -> ``test/2005-07-06_14``."""
-    stem = path[len("data/"):] if path.startswith("data/") else path
+    stem = path[len("data/") :] if path.startswith("data/") else path
     for suffix in _STEM_SUFFIXES:
         if stem.endswith(suffix):
             return stem[: -len(suffix)]
@@ -61,7 +61,7 @@ def hash_fraction(key: str) -> float:
 def hash_split(key: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
     u = hash_fraction(key)
     acc = 0.0
-    for name, frac in zip(SPLITS, split_fractions):
+    for name, frac in zip(SPLITS, split_fractions, strict=True):
         acc += frac
         if u < acc:
             return name

@@ -145,6 +145,7 @@ def build_pairs(
     rows: list[tuple] = []
     counts = {s: 0 for s in strategies}
     skipped = 0
+    identical = 0
     ordered = corpus.sort_values(["conversation_id", "message_idx"], kind="stable")
     n_conversations = 0
     for conversation_id, conv in ordered.groupby("conversation_id", sort=True):
@@ -165,10 +166,13 @@ def build_pairs(
         }
         for strategy in strategies:
             for anchor, positive in built[strategy]():
+                if anchor.strip() == positive.strip():  # a repeated message is no signal
+                    identical += 1
+                    continue
                 rows.append((anchor, positive, strategy, source, conversation_id, split))
                 counts[strategy] += 1
     pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
-    stats = {"conversations": n_conversations, "skipped_short_conversations": skipped, "pairs": counts}
+    stats = {"conversations": n_conversations, "skipped_short_conversations": skipped, "skipped_identical_sides": identical, "pairs": counts}
     return pairs, stats
 
 

@@ -43,7 +43,7 @@ def keyed_raw(rows: list[tuple], source: str = "slack_dev_chats") -> pd.DataFram
     cols: dict[str, list] = {k: [] for k in ("file", "message_id", "conversation_key", "author", "text", "record_type")}
     for r in rows:
         f, mid, key, author, text, *rest = r
-        for k, v in zip(cols, (f, mid, key, author, text, rest[0] if rest else "message")):
+        for k, v in zip(cols, (f, mid, key, author, text, rest[0] if rest else "message"), strict=True):
             cols[k].append(v)
     n = len(rows)
     cols.update(
@@ -137,7 +137,7 @@ def test_keyed_conversations_and_stems():
     assert corpus["text"].tolist() == ["hi", "hello", "other", "same key, other year"]
     assert corpus["message_idx"].tolist() == [0, 1, 0, 0]
     assert corpus["reply_to"].isna().all()
-    for cid, split in zip(corpus["conversation_id"], corpus["split"]):
+    for cid, split in zip(corpus["conversation_id"], corpus["split"], strict=True):
         assert split == hash_split(cid)
 
 

@@ -70,6 +70,7 @@ def test_mean_metrics_hand_computed():
         metrics_from_rank(0)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_agrees_with_ranx_on_tie_free_scores():
     ranx = pytest.importorskip("ranx")
     rng = np.random.default_rng(42)

@@ -99,3 +99,10 @@ def test_bad_arguments_are_rejected(corpus):
         select_training_pairs(pairs, budget=5, strategy_shares={"threads": 1}, seed=0)
     with pytest.raises(ValueError, match="unknown pair strategies"):
         build_pairs(corpus, seed=0, strategies=["nope"])
+
+
+def test_a_repeated_message_never_pairs_with_itself():
+    convs = {"rep": [("ann", "is anyone there?", None)] * 6 + [("bob", "yes", None)]}
+    pairs, stats = build_pairs(make_corpus(convs), seed=0)
+    assert (pairs["anchor"] != pairs["positive"]).all()
+    assert stats["skipped_identical_sides"] > 0

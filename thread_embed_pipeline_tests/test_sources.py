@@ -182,7 +182,11 @@ def test_mirror_ok_returns_folder_without_copying(tmp_path):
     write_tree(tmp_path / "mirror/fake-src", FAKE_FILES)
     logs: list[str] = []
     root = ensure_source_files(
-        FAKE_SPEC, mirror_dir=tmp_path / "mirror", cache_dir=tmp_path / "cache", manifest=fake_manifest(), log=logs.append
+        FAKE_SPEC,
+        mirror_dir=tmp_path / "mirror",
+        cache_dir=tmp_path / "cache",
+        manifest=fake_manifest(),
+        log=logs.append,
     )
     assert root == tmp_path / "mirror/fake-src"
     assert not (tmp_path / "cache").exists()
@@ -192,7 +196,9 @@ def test_mirror_ok_returns_folder_without_copying(tmp_path):
 def test_mirror_folder_missing(tmp_path):
     (tmp_path / "mirror").mkdir()
     with pytest.raises(SourceDataError) as e:
-        ensure_source_files(FAKE_SPEC, mirror_dir=tmp_path / "mirror", cache_dir=tmp_path, manifest=fake_manifest(), log=print)
+        ensure_source_files(
+            FAKE_SPEC, mirror_dir=tmp_path / "mirror", cache_dir=tmp_path, manifest=fake_manifest(), log=print
+        )
     msg = str(e.value)
     assert str(tmp_path / "mirror/fake-src") in msg and "THREAD_EMBED_MIRROR" in msg and "mirror_dir" in msg
 
@@ -202,7 +208,9 @@ def test_mirror_file_missing(tmp_path):
     del files["data/sub/b.txt"]
     write_tree(tmp_path / "m/fake-src", files)
     with pytest.raises(SourceDataError, match=r"data/sub/b\.txt.*is missing.*THREAD_EMBED_MIRROR"):
-        ensure_source_files(FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print)
+        ensure_source_files(
+            FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print
+        )
 
 
 def test_mirror_wrong_size_and_checksum(tmp_path):
@@ -210,15 +218,24 @@ def test_mirror_wrong_size_and_checksum(tmp_path):
     files["data/a.txt"] = b"short"
     write_tree(tmp_path / "m/fake-src", files)
     with pytest.raises(SourceDataError, match=r"data/a\.txt of source 'fake' has 5 bytes, the manifest says 600"):
-        ensure_source_files(FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print)
+        ensure_source_files(
+            FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print
+        )
 
     files["data/a.txt"] = b"ALPHA\n" * 100  # right size, wrong content
     write_tree(tmp_path / "m/fake-src", files)
     with pytest.raises(SourceDataError, match=r"data/a\.txt of source 'fake' has sha256"):
-        ensure_source_files(FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print)
+        ensure_source_files(
+            FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), log=print
+        )
     # sizes only
     ensure_source_files(
-        FAKE_SPEC, mirror_dir=tmp_path / "m", cache_dir=tmp_path, manifest=fake_manifest(), verify_checksums=False, log=print
+        FAKE_SPEC,
+        mirror_dir=tmp_path / "m",
+        cache_dir=tmp_path,
+        manifest=fake_manifest(),
+        verify_checksums=False,
+        log=print,
     )
 
 
@@ -375,8 +392,17 @@ def test_irc_parser_shapes_links_and_context(tmp_path):
     assert tuple(raw.columns) == RAW_COLUMNS
     assert len(raw) == len(IRC_LINES)
     assert raw["record_type"].tolist() == [
-        "context", "context", "context", "message", "system", "message", "message", "malformed",
-        "message", "message", "message",
+        "context",
+        "context",
+        "context",
+        "message",
+        "system",
+        "message",
+        "message",
+        "malformed",
+        "message",
+        "message",
+        "message",
     ]
     assert raw["message_id"].tolist() == list(range(11))
     assert raw["line"].tolist() == list(range(1, 12))
@@ -401,8 +427,10 @@ def test_irc_timestamps_roll_over_midnight(tmp_path):
     raw = parse_irc(tmp_path, [IRC_REL])
     assert raw["record_type"].tolist() == ["context", "context", "message", "message"]
     assert raw["timestamp"].tolist() == [
-        pd.Timestamp("2020-01-01 23:58"), pd.Timestamp("2020-01-01 23:59"),
-        pd.Timestamp("2020-01-02 00:01"), pd.Timestamp("2020-01-02 00:02"),
+        pd.Timestamp("2020-01-01 23:58"),
+        pd.Timestamp("2020-01-01 23:59"),
+        pd.Timestamp("2020-01-02 00:01"),
+        pd.Timestamp("2020-01-02 00:02"),
     ]
 
 
@@ -480,7 +508,9 @@ def test_xml_message_without_conversation_id(tmp_path):
 
 def test_annot_parser(tmp_path):
     write_tree(tmp_path, {ANNOT_REL: ("\n".join(ANNOT_LINES) + "\n").encode()})
-    raw = parse_annot(tmp_path, [ANNOT_REL], source="discord_disco", channels={ANNOT_REL: "python/general"}, unescape=True)
+    raw = parse_annot(
+        tmp_path, [ANNOT_REL], source="discord_disco", channels={ANNOT_REL: "python/general"}, unescape=True
+    )
     assert tuple(raw.columns) == RAW_COLUMNS
     assert raw["conversation_key"].tolist() == ["1", "1", "2", "1"]
     assert raw["author"].tolist() == ["Dawid", "Dawid", "Pariss", "Georges"]

@@ -126,6 +126,7 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         meta = {
             "conversations": stats["conversations"],
             "skipped_short_conversations": stats["skipped_short_conversations"],
+            "skipped_identical_sides": stats["skipped_identical_sides"],
             **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
             **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
             "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),

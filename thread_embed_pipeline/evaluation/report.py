@@ -9,7 +9,7 @@ import pandas as pd
 
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
 from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, RESULT_COLUMNS
-from thread_embed_pipeline.schemas import missing_columns
+from thread_embed_pipeline.schemas import EVAL_TASKS, missing_columns
 
 __all__ = ["markdown_leaderboard", "improvement_summary", "plot_matryoshka"]
 
@@ -43,7 +43,8 @@ def markdown_leaderboard(results: pd.DataFrame) -> str:
     n = results.groupby(["task", "source", "model", "dim"])["n"].max()
     model_rank = {m: i for i, m in enumerate(_model_order(results))}
     out: list[str] = []
-    for task in list(dict.fromkeys(results["task"].tolist())):
+    present = list(dict.fromkeys(results["task"].tolist()))
+    for task in [t for t in EVAL_TASKS if t in present] + [t for t in present if t not in EVAL_TASKS]:
         out.append(f"### Task: {task}\n")
         header = ["source", "model", "dim", *metrics, "n"]
         out.append("| " + " | ".join(header) + " |")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from thread_embed_pipeline.schemas import RAW_COLUMNS
 
-from .errors import SourceDataError, SourceParseError, MIRROR_HINT
+from .errors import MIRROR_HINT, SourceDataError, SourceParseError
 
 ANNOT_LINE = re.compile(r"^T(\d+) (-?\d+) (\S+) :(?:  (.*))?$")
 _BACKSLASH_ESCAPE = re.compile(r"\\([\\'\"])")
@@ -91,9 +91,7 @@ def read_lines(path: Path, rel: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def parse_annot_file(
-    root: Path, rel: str, *, source: str, channel: str, unescape: bool = False
-) -> dict[str, list]:
+def parse_annot_file(root: Path, rel: str, *, source: str, channel: str, unescape: bool = False) -> dict[str, list]:
     """Columns (dict of lists) for one ``.annot`` file."""
     lines = read_lines(Path(root) / rel, rel)
     cols: dict[str, list] = {k: [] for k in ("line", "message_id", "author", "text", "conversation_key")}
@@ -141,9 +139,7 @@ def parse_annot(
     (default: the file's stem)."""
     channels = channels or {}
     parts = [
-        parse_annot_file(
-            root, rel, source=source, channel=channels.get(rel, Path(rel).stem), unescape=unescape
-        )
+        parse_annot_file(root, rel, source=source, channel=channels.get(rel, Path(rel).stem), unescape=unescape)
         for rel in files
     ]
     return raw_frame(concat_columns(parts))

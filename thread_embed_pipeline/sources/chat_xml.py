@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.parsers import expat
 
+import numpy as np
 import pandas as pd
 
 from .annot import concat_columns, raw_frame, undo_backslash_escapes
@@ -68,8 +69,13 @@ def parse_chat_xml_file(root: Path, rel: str, *, source: str, unescape: bool = F
         stack.append(name)
         depth = len(stack)
         if name == "message" and depth == 2:
-            current = {"line": parser.CurrentLineNumber, "key": attrs.get("conversation_id"),
-                       "ts": None, "user": None, "text": []}
+            current = {
+                "line": parser.CurrentLineNumber,
+                "key": attrs.get("conversation_id"),
+                "ts": None,
+                "user": None,
+                "text": [],
+            }
             if not current["key"]:
                 bad.append((parser.CurrentLineNumber, "a <message> with a conversation_id attribute"))
         elif current is not None and depth == 3 and name in _FIELDS:
@@ -107,7 +113,9 @@ def parse_chat_xml_file(root: Path, rel: str, *, source: str, unescape: bool = F
     except expat.ExpatError as e:
         lines = data.decode("utf-8", errors="replace").split("\n")
         raise SourceParseError(
-            rel, e.lineno, f"well-formed XML ({expat.ErrorString(e.code)} at column {e.offset})",
+            rel,
+            e.lineno,
+            f"well-formed XML ({expat.ErrorString(e.code)} at column {e.offset})",
             _line_at(lines, e.lineno),
         ) from None
     if bad:
@@ -149,12 +157,8 @@ def parse_chat_xml_file(root: Path, rel: str, *, source: str, unescape: bool = F
     }
 
 
-def parse_chat_xml(
-    root: Path, files: Sequence[str], *, source: str, unescape: bool = False
-) -> pd.DataFrame:
+def parse_chat_xml(root: Path, files: Sequence[str], *, source: str, unescape: bool = False) -> pd.DataFrame:
     """Raw rows for Slack/Discord XML files (``.xml`` / ``.xml.out``)."""
-    import numpy as np
-
     parts = [parse_chat_xml_file(Path(root), rel, source=source, unescape=unescape) for rel in files]
     cols = concat_columns(parts)
     if parts:

@@ -142,7 +142,10 @@ def _download(
                 part.unlink()
                 offset = 0
             if offset < size:
-                headers = {"Range": f"bytes={offset}-"} if offset else {}
+                # identity: byte ranges and sizes must refer to the file itself, not a gzip stream
+                headers = {"Accept-Encoding": "identity"}
+                if offset:
+                    headers["Range"] = f"bytes={offset}-"
                 with session.get(url, headers=headers, stream=True, timeout=timeout_s) as r:
                     if r.status_code == 416:
                         part.unlink(missing_ok=True)

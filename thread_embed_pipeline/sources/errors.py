@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MIRROR_HINT = (
-    "set the mirror folder with THREAD_EMBED_MIRROR or the `mirror_dir` field of the "
-    "`chat_sources` resource"
-)
+MIRROR_HINT = "set the mirror folder with THREAD_EMBED_MIRROR or the `mirror_dir` field of the `chat_sources` resource"
 
 
 class SourceDataError(Exception):

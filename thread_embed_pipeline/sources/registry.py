@@ -6,7 +6,6 @@ Adding a source = one :class:`SourceSpec` entry in :data:`SOURCES` + one parser 
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from collections.abc import Callable, Sequence
