@@ -126,7 +126,7 @@ def train_matryoshka_model(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     if len(pairs) < settings.batch_size:
         raise ValueError(f"{len(pairs)} training pairs are fewer than one batch ({settings.batch_size})")
@@ -177,6 +177,7 @@ def train_matryoshka_model(
                 log(f"training step {state.global_step}/{state.max_steps}: loss {entry['loss']:.4f} ({entry['elapsed_s']} s)")
 
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[LogProgress()])
+    trainer.remove_callback(PrinterCallback)  # LogProgress reports through `log` instead of stdout
     log(f"training {settings.base_model} on {len(pairs)} pairs, batch {settings.batch_size}, dims {list(settings.matryoshka_dims)}, bf16={bf16}, device={device}")
     started = time.perf_counter()
     trainer.train()

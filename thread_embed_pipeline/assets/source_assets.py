@@ -11,6 +11,7 @@ from thread_embed_pipeline.corpus import build_corpus
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.download import ensure_source_files
+from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.registry import SOURCES, SourceSpec
 
 
@@ -66,16 +67,20 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         description=f"Every input line/message of {name} ({spec.description}), with file and line.",
     )
     def raw(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource) -> pd.DataFrame:
-        root = ensure_source_files(
-            spec,
-            mirror_dir=chat_sources.mirror_path(),
-            cache_dir=chat_sources.cache_path(),
-            verify_checksums=chat_sources.verify_checksums,
-            log=context.log.info,
-        )
         files = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
-        context.log.info(f"parsing {len(files)} files of {name}")
-        frame = spec.parse(root, files)
+        try:
+            root = ensure_source_files(
+                spec,
+                mirror_dir=chat_sources.mirror_path(),
+                cache_dir=chat_sources.cache_path(),
+                verify_checksums=chat_sources.verify_checksums,
+                log=context.log.info,
+            )
+            context.log.info(f"parsing {len(files)} files of {name}")
+            frame = spec.parse(root, files)
+        except SourceDataError as err:
+            # the message names the folder, file and line; no need to read a traceback
+            raise dg.Failure(description=f"{name}: {err}", metadata={"source": name}) from err
         by_type = frame["record_type"].value_counts().to_dict()
         context.add_output_metadata(
             {

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from thread_embed_pipeline import paths
+from thread_embed_pipeline.definitions import defs
+from thread_embed_pipeline.sources.registry import SOURCES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_graph_has_one_chain_per_source_and_the_merged_assets():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for name in SOURCES:
+        assert {f"raw/{name}", f"corpus/{name}", f"pairs/{name}"} <= keys
+    assert {"training_pairs", "eval_sets", "model", "eval_report"} <= keys
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey(["pairs", "irc_disentangle"]) in graph.get(dg.AssetKey("training_pairs")).parent_keys
+    assert graph.get(dg.AssetKey("eval_report")).parent_keys == {dg.AssetKey("eval_sets"), dg.AssetKey("model")}
+
+
+def test_jobs_and_in_process_executor():
+    assert defs.resolve_job_def("thread_embed_job") is not None
+    for name in SOURCES:
+        job = defs.resolve_job_def(f"refresh_{name}")
+        assert job is not None
+    assert defs.executor is dg.in_process_executor
+
+
+@pytest.mark.parametrize("config_file", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_committed_run_configs_are_valid_for_the_main_job(config_file):
+    job = defs.resolve_job_def("thread_embed_job")
+    dg.validate_run_config(job, yaml.safe_load(config_file.read_text()))
+
+
+def test_full_recipe_is_bge_base_at_seed_scale():
+    config = yaml.safe_load((ROOT / "configs" / "full_recipe.yaml").read_text())
+    model = config["ops"]["model"]["config"]
+    assert model["base_model"] == "BAAI/bge-base-en-v1.5"
+    assert model["matryoshka_dims"] == [768, 512, 256, 128, 64]
+    assert config["ops"]["training_pairs"]["config"]["budget"] == 200_000
+
+
+def test_mirror_folder_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("THREAD_EMBED_MIRROR", str(tmp_path))
+    assert paths.default_mirror_dir() == str(tmp_path)
+    monkeypatch.setenv("THREAD_EMBED_MIRROR", "none")
+    assert paths.default_mirror_dir() is None
+    monkeypatch.delenv("THREAD_EMBED_MIRROR")
+    assert paths.default_mirror_dir() == str(paths.PROJECT_ROOT.parent / "shared" / "datasets")
+
+
+def test_dagster_yaml_disables_telemetry():
+    assert yaml.safe_load((ROOT / "dagster.yaml").read_text())["telemetry"]["enabled"] is False

@@ -1,0 +1,69 @@
+"""The raw asset turns missing folders/files and unparseable lines into a clear Dagster failure."""
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from thread_embed_pipeline.assets.source_assets import build_source_assets, slice_files
+from thread_embed_pipeline.io import ParquetIOManager
+from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.sources.registry import get_source
+
+
+def _materialize_raw(tmp_path, mirror_dir, name="discord_disco"):
+    raw = build_source_assets(get_source(name))[0]
+    return dg.materialize(
+        [raw],
+        resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path / "data")), "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_dir), verify_checksums=False)},
+        raise_on_error=False,
+    )
+
+
+def _failure_message(result) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run should have failed"
+    return failures[0].event_specific_data.error.message
+
+
+def test_missing_mirror_folder_names_the_folder_and_the_fix(tmp_path):
+    result = _materialize_raw(tmp_path, tmp_path / "no-such-mirror")
+    assert not result.success
+    message = _failure_message(result)
+    assert "no-such-mirror" in message and "THREAD_EMBED_MIRROR" in message
+
+
+def test_missing_file_and_unparseable_line_name_the_file(tmp_path, mirror_root):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mirror_root / "discord-disco", mirror / "discord-disco")
+    annot = mirror / "discord-disco" / "codi-annot" / "python_march_2020_algorithm.annot"
+    annot.unlink()
+    assert "python_march_2020_algorithm.annot" in _failure_message(_materialize_raw(tmp_path, mirror))
+
+    shutil.copy(mirror_root / "discord-disco" / "codi-annot" / "python_march_2020_algorithm.annot", annot)
+    lines = annot.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[4] = "this is not an annot line\n"
+    annot.write_text("".join(lines), encoding="utf-8")
+    message = _failure_message(_materialize_raw(tmp_path, mirror))
+    assert "python_march_2020_algorithm.annot:5" in message
+
+
+@pytest.mark.parametrize(
+    "limit, expected",
+    [
+        (None, 6),
+        (1, 4),
+    ],
+)
+def test_slice_keeps_whole_file_groups_per_folder(limit, expected):
+    files = [
+        "data/train/a.ascii.txt",
+        "data/train/a.annotation.txt",
+        "data/train/b.ascii.txt",
+        "data/train/b.annotation.txt",
+        "data/test/c.ascii.txt",
+        "data/test/c.annotation.txt",
+    ]
+    kept = slice_files(files, limit)
+    assert len(kept) == expected
+    assert ("data/train/a.ascii.txt" in kept) == ("data/train/a.annotation.txt" in kept)
