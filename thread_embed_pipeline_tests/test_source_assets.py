@@ -42,7 +42,7 @@ def test_missing_file_and_unparseable_line_name_the_file(tmp_path, mirror_root):
 
     shutil.copy(mirror_root / "discord-disco" / "codi-annot" / "python_march_2020_algorithm.annot", annot)
     lines = annot.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[4] = "this is not an annot line\n"
+    lines[4] = "X" * (len(lines[4].encode("utf-8")) - 1) + "\n"  # same size: only the parser can object
     annot.write_text("".join(lines), encoding="utf-8")
     message = _failure_message(_materialize_raw(tmp_path, mirror))
     assert "python_march_2020_algorithm.annot:5" in message
