@@ -15,8 +15,7 @@ from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_mo
 
 # The CPU default: sized so the whole main job stays within ~15 minutes on 2 cores.
 DEFAULT_CPU_PAIR_BUDGET = 4000
-# The reference recipe's scale, for GPU runs (configs/full_recipe.yaml).
-SEED_SCALE_PAIR_BUDGET = 200_000
+# The reference recipe's scale (200,000 pairs) lives in configs/full_recipe.yaml, for GPU runs.
 
 
 class TrainingPairsConfig(dg.Config):
@@ -43,18 +42,9 @@ class ModelConfig(dg.Config):
     seed: int = 42
 
     def settings(self) -> TrainingSettings:
-        return TrainingSettings(
-            base_model=self.base_model,
-            matryoshka_dims=tuple(self.matryoshka_dims),
-            batch_size=self.batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            learning_rate=self.learning_rate,
-            warmup_ratio=self.warmup_ratio,
-            epochs=self.epochs,
-            max_seq_length=self.max_seq_length,
-            bf16=self.bf16,
-            seed=self.seed,
-        )
+        values = self.model_dump(exclude={"model_name"})
+        values["matryoshka_dims"] = tuple(values["matryoshka_dims"])
+        return TrainingSettings(**values)
 
 
 @dg.asset(
