@@ -58,11 +58,16 @@ EVAL_SET_COLUMNS: tuple[str, ...] = (
     "text",
     "positive_id",  # query rows: record_id of the relevant document; document rows: None
     "candidate_ids",  # query rows: list of document record_ids (positive first, then distractors); else []
+    "relevant_ids",  # query rows: every relevant document record_id (own sets: [positive_id]; BEIR qrels may list several); else []
 )
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 PAIR_STRATEGIES: tuple[str, ...] = ("thread", "query_response", "adjacency")
-EVAL_TASKS: tuple[str, ...] = ("thread", "response")
+# thread / response: the reference protocol (1 positive + up to 99 random distractors);
+# concurrent_thread: candidates are the threads active in the same channel at the query's time;
+# thread_full_corpus: thread retrieval ranked against every test thread of the source.
+EVAL_TASKS: tuple[str, ...] = ("thread", "response", "concurrent_thread", "thread_full_corpus")
+DEFAULT_EVAL_TASKS: tuple[str, ...] = ("thread", "response", "concurrent_thread")
 
 
 def format_message(author: str | None, text: str) -> str:
