@@ -50,16 +50,19 @@ PAIR_COLUMNS: tuple[str, ...] = (
 
 # eval_sets: a normalised table of queries and documents (maps 1:1 onto BEIR corpus/queries/qrels).
 EVAL_SET_COLUMNS: tuple[str, ...] = (
+    "eval_set",  # "threadembed" for the project's own sets, else the registered name of an external set
     "source",
     "task",  # "thread" | "response"
     "record_type",  # "query" | "document"
-    "record_id",  # unique within (source, task)
+    "record_id",  # unique within (eval_set, source, task)
     "conversation_id",
     "text",
     "positive_id",  # query rows: record_id of the relevant document; document rows: None
     "candidate_ids",  # query rows: list of document record_ids (positive first, then distractors); else []
     "relevant_ids",  # query rows: every relevant document record_id (own sets: [positive_id]; BEIR qrels may list several); else []
 )
+
+OWN_EVAL_SET = "threadembed"
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 PAIR_STRATEGIES: tuple[str, ...] = ("thread", "query_response", "adjacency")
