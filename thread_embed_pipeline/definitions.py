@@ -2,40 +2,66 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.eval_assets import eval_report, eval_sets
+from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, eval_exports, eval_sets
 from thread_embed_pipeline.assets.source_assets import all_source_assets, raw_key
 from thread_embed_pipeline.assets.training_assets import model, training_pairs
 from thread_embed_pipeline.checks import all_checks
+from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
 from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource, TrainerResource
+from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.registry import SOURCES
 
-main_job = dg.define_asset_job(
-    "thread_embed_job",
-    selection=dg.AssetSelection.all(),
-    description="Everything: every source's raw → corpus → pairs, then training_pairs, eval_sets, model, eval_report.",
-)
 
-source_chain_jobs = [
-    dg.define_asset_job(
-        f"refresh_{name}",
-        selection=dg.AssetSelection.assets(raw_key(name)).downstream(),
-        description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
+def _secret(name: str) -> dg.EnvVar | None:
+    """The key as a ``dg.EnvVar`` (resolved at run time, masked in the UI) when set; None skips those API models."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -> dg.Definitions:
+    external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
+    main_job = dg.define_asset_job(
+        "thread_embed_job",
+        selection=dg.AssetSelection.all(),
+        description="Everything: every source's raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report.",
     )
-    for name in SOURCES
-]
+    source_chain_jobs = [
+        dg.define_asset_job(
+            f"refresh_{name}",
+            selection=dg.AssetSelection.assets(raw_key(name)).downstream(),
+            description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
+        )
+        for name in SOURCES
+    ]
+    return dg.Definitions(
+        assets=[
+            *all_source_assets(),
+            eval_sets,
+            eval_exports,
+            *[build_external_eval_asset(entry) for entry in external_eval_sets],
+            training_pairs,
+            model,
+            build_eval_report_asset(external_eval_sets),
+        ],
+        asset_checks=all_checks(),
+        resources={
+            "io_manager": ParquetIOManager(),
+            "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir()),
+            "trainer": TrainerResource(),
+            "embedding_apis": EmbeddingApisResource(
+                openai_api_key=_secret("OPENAI_API_KEY"),
+                voyage_api_key=_secret("VOYAGE_API_KEY"),
+                openai_base_url=os.environ.get("OPENAI_BASE_URL"),
+                voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
+            ),
+        },
+        jobs=[main_job, *source_chain_jobs],
+        executor=dg.in_process_executor,
+    )
 
-defs = dg.Definitions(
-    assets=[*all_source_assets(), eval_sets, training_pairs, model, eval_report],
-    asset_checks=all_checks(),
-    resources={
-        "io_manager": ParquetIOManager(),
-        "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir()),
-        "trainer": TrainerResource(),
-    },
-    jobs=[main_job, *source_chain_jobs],
-    executor=dg.in_process_executor,
-)
+
+defs = build_definitions()

@@ -206,12 +206,14 @@ def select_training_pairs(
     seed: int,
     eval_texts: set[str] | frozenset[str] = frozenset(),
     eval_conversation_ids: set[str] | frozenset[str] = frozenset(),
+    exclude_sources: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, TrainingPairStats]:
     """Merge all sources' pairs into the training set.
 
     Keeps train-split pairs only, drops any pair from an eval conversation or with a side equal to an
     eval query/positive text (decontamination), removes duplicates, then samples ``budget`` pairs with
     ``strategy_shares`` (normalised; a strategy short of its share gives the rest to the others).
+    ``exclude_sources`` leaves whole sources out (cross-platform transfer runs).
     The output is shuffled with ``seed``; same inputs and seed give the same rows in the same order.
     """
     if budget <= 0:
@@ -229,6 +231,7 @@ def select_training_pairs(
 
     frame = pairs.sort_values(list(PAIR_COLUMNS), kind="stable").reset_index(drop=True)
     frame = drop(frame["split"] != "train", "not_train_split", frame)
+    frame = drop(frame["source"].isin(exclude_sources), "excluded_source", frame)
     frame = drop(frame["conversation_id"].isin(eval_conversation_ids), "eval_conversation", frame)
     if eval_texts:
         texts = set(eval_texts)

@@ -48,3 +48,13 @@ class TrainerResource(dg.ConfigurableResource):
             os.environ["HF_HUB_OFFLINE"] = "1"
         if self.device == "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+class EmbeddingApisResource(dg.ConfigurableResource):
+    """Keys and endpoints of embedding APIs. Keys come from the environment through ``dg.EnvVar``
+    (see definitions.py) and are never logged or written; an unset key skips that API's models."""
+
+    openai_api_key: Optional[str] = None
+    voyage_api_key: Optional[str] = None
+    openai_base_url: Optional[str] = None
+    voyage_base_url: Optional[str] = None

@@ -106,3 +106,12 @@ def test_a_repeated_message_never_pairs_with_itself():
     pairs, stats = build_pairs(make_corpus(convs), seed=0)
     assert (pairs["anchor"] != pairs["positive"]).all()
     assert stats["skipped_identical_sides"] > 0
+
+
+def test_excluded_sources_are_left_out_and_counted(corpus):
+    pairs, _ = build_pairs(corpus, seed=0)
+    other = pairs.assign(source="other")
+    both = pd.concat([pairs, other], ignore_index=True)
+    selected, stats = select_training_pairs(both, budget=10_000, strategy_shares={"thread": 1, "query_response": 1, "adjacency": 1}, seed=0, exclude_sources={"other"})
+    assert set(selected["source"]) == {"toy"}
+    assert stats.dropped["excluded_source"] == int((other["split"] == "train").sum())

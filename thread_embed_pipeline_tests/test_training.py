@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from thread_embed_pipeline.training import TrainingSettings, resolve_model_path, train_matryoshka_model, write_model_card
+from thread_embed_pipeline.training import TrainingSettings, resolve_model_path, train_matryoshka_model
 
 
 def _pairs(n: int) -> pd.DataFrame:
@@ -66,17 +66,3 @@ def test_bundled_minilm_resolves_to_the_package_weights():
     path = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
     assert path.endswith("model")
     assert resolve_model_path("BAAI/bge-base-en-v1.5") == "BAAI/bge-base-en-v1.5"
-
-
-def test_model_card_holds_config_and_eval_numbers(tmp_path):
-    card = write_model_card(
-        tmp_path,
-        settings=TrainingSettings(),
-        result={"train_pairs": 10},
-        training_summary={"pairs_by_strategy": {"thread": 10}},
-        eval_markdown="| model | mrr@10 |\n|---|---|\n| fine_tuned | 0.5 |",
-        improvement_markdown="| dim | delta |\n|---|---|\n| 384 | 0.1 |",
-    )
-    text = card.read_text()
-    assert "MatryoshkaLoss" in text and '"train_pairs": 10' in text and "fine_tuned | 0.5" in text
-    assert text.startswith("---\nlibrary_name: sentence-transformers")

@@ -1,4 +1,4 @@
-"""eval_sets (test-conversation pools of every source) and eval_report (base vs. fine-tuned vs. BM25, per dim)."""
+"""eval_sets, external eval sets, exports, and eval_report (every model × eval set × task × dim, with CIs)."""
 
 from typing import Optional
 
@@ -7,113 +7,211 @@ import duckdb
 import pandas as pd
 
 from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.metadata import png_md
+from thread_embed_pipeline.assets.metadata import png_md, table_md
 from thread_embed_pipeline.assets.source_assets import corpus_key
+from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
-from thread_embed_pipeline.evaluation.report import improvement_summary, markdown_leaderboard, plot_matryoshka
-from thread_embed_pipeline.evaluation.retrieval import rank_retrieval, summarize_ranks
-from thread_embed_pipeline.io import WAREHOUSE_FILE, atomic_write_bytes
-from thread_embed_pipeline.resources import TrainerResource
+from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
+from thread_embed_pipeline.evaluation.report import improvement_summary
+from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
+from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
+from thread_embed_pipeline.io import WAREHOUSE_FILE
+from thread_embed_pipeline.model_card import write_model_card
+from thread_embed_pipeline.resources import EmbeddingApisResource, TrainerResource
+from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.training import TrainingSettings, load_sentence_model, write_model_card
+from thread_embed_pipeline.training import load_sentence_model
 
 
 class EvalSetsConfig(dg.Config):
-    """The reference protocol: 1 positive + up to 99 random distractors per query, on test conversations."""
+    """Protocols: the reference pools (1 positive + up to 99 random distractors), concurrent threads
+    and, optionally, full-corpus thread retrieval; on the test conversations by default."""
 
     split: str = "test"
+    tasks: list[str] = list(DEFAULT_EVAL_TASKS)
     thread_min_messages: int = 8
     response_min_messages: int = 12
     prefix_messages: int = 5
     continuation_messages: int = 5
+    concurrent_window_minutes: int = 30
     pool_size: int = 100
     max_queries_per_set: Optional[int] = 300
     seed: int = 0
 
 
 class EvalReportConfig(dg.Config):
-    batch_size: int = 64
-    include_bm25: bool = True
+    """Which models to score besides the fine-tuned checkpoint, and how."""
+
     include_base_model: bool = True
+    include_bm25: bool = True
+    hybrid: bool = True  # BM25 + dense by reciprocal-rank fusion, for base and fine-tuned
+    extra_models: list[str] = []  # checkpoint folders, Hub ids, "openai:<model>", "voyage:<model>"
+    batch_size: int = 64
+    bootstrap_resamples: int = 1000
+    seed: int = 0
+    use_embedding_cache: bool = True
 
 
 @dg.asset(
     ins={f"corpus_{name}": dg.AssetIn(corpus_key(name)) for name in SOURCES},
     group_name="evaluation",
     kinds={"parquet"},
-    description="Thread- and response-retrieval queries and documents from held-out conversations of every source (BEIR-like: queries, documents, pools).",
+    description="Thread, response and concurrent-thread retrieval queries, documents and pools from held-out conversations of every source.",
 )
 def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig, **corpora: pd.DataFrame) -> pd.DataFrame:
     by_source = {name.removeprefix("corpus_"): frame for name, frame in corpora.items()}
     frame, notes = build_eval_sets(
         by_source,
+        tasks=config.tasks,
         split=config.split,
         thread_min_messages=config.thread_min_messages,
         prefix_messages=config.prefix_messages,
         continuation_messages=config.continuation_messages,
         response_min_messages=config.response_min_messages,
+        concurrent_window_minutes=config.concurrent_window_minutes,
         pool_size=config.pool_size,
         max_queries=config.max_queries_per_set,
         seed=config.seed,
     )
     for note in notes:
         context.log.warning(note)
+    context.add_output_metadata(_eval_set_metadata(frame, notes))
+    return frame
+
+
+def _eval_set_metadata(frame: pd.DataFrame, notes: list[str]) -> dict:
     queries = frame[frame["record_type"] == "query"]
     counts = queries.groupby(["source", "task"]).size()
     meta: dict = {f"queries/{s}/{t}": int(n) for (s, t), n in counts.items()}
     meta["documents"] = int((frame["record_type"] == "document").sum())
-    meta["skipped"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none")
-    context.add_output_metadata(meta)
-    return frame
+    meta["mean_candidates_per_query"] = float(queries["candidate_ids"].map(len).mean()) if len(queries) else 0.0
+    meta["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none")
+    return meta
+
+
+def external_eval_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["external_eval", name])
+
+
+def build_external_eval_asset(entry: ExternalEvalSet) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=external_eval_key(entry.name),
+        group_name="evaluation",
+        kinds={"parquet"},
+        description=f"External eval set {entry.name} read from {entry.path.name} (pool .jsonl or BEIR folder).",
+    )
+    def external_eval(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        try:
+            frame, notes = read_external_eval_set(entry.path, name=entry.name)
+        except (EvalSetFormatError, FileNotFoundError, ValueError) as err:
+            raise dg.Failure(description=f"external eval set {entry.name}: {err}") from err
+        for note in notes:
+            context.log.warning(note)
+        context.add_output_metadata(_eval_set_metadata(frame, notes))
+        return frame
+
+    return external_eval
 
 
 @dg.asset(
     group_name="evaluation",
-    kinds={"parquet", "duckdb"},
-    description="MRR@10, NDCG@10, Recall@1/5/10 of the base model, the fine-tuned model and BM25 at every Matryoshka dim.",
+    description="The project's own eval sets exported in the reference pool format (.jsonl) and the BEIR layout, under data/exports/.",
 )
-def eval_report(context: dg.AssetExecutionContext, config: EvalReportConfig, trainer: TrainerResource, eval_sets: pd.DataFrame, model: dict) -> pd.DataFrame:
-    trainer.apply_environment()
-    dims = [int(d) for d in model["matryoshka_dims"]]
-    models = {"fine_tuned": load_sentence_model(model["checkpoint_dir"], device=trainer.device)}
-    if config.include_base_model:
-        models = {"base": load_sentence_model(model["base_model"], device=trainer.device), **models}
-    per_query = rank_retrieval(eval_sets, models, dims=dims, include_bm25=config.include_bm25, batch_size=config.batch_size, log=context.log.info)
-    results = summarize_ranks(per_query)
-
-    reports_dir = paths.data_dir() / "reports"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    leaderboard = markdown_leaderboard(results)
-    plot_path = plot_matryoshka(results, reports_dir / "matryoshka_mrr10.png")
-    improvements = [improvement_summary(results, task="thread", source=s) for s in sorted(results["source"].unique())]
-    improvement = pd.concat(improvements, ignore_index=True) if improvements else pd.DataFrame()
-    improvement_md = improvement.round(4).to_markdown(index=False) if not improvement.empty else ""
-    report_md = "\n\n".join(["# Eval report", "## Thread retrieval MRR@10: fine-tuned vs. base, next to BM25", improvement_md, "## Leaderboard", leaderboard])
-    atomic_write_bytes(reports_dir / "eval_report.md", lambda tmp: tmp.write_text(report_md, encoding="utf-8"))
-    with duckdb.connect(str(paths.data_dir() / WAREHOUSE_FILE)) as con:
-        con.register("results_frame", results)
-        con.execute("CREATE OR REPLACE TABLE eval_results AS SELECT * FROM results_frame")
-        con.register("per_query_frame", per_query)
-        con.execute("CREATE OR REPLACE TABLE eval_per_query AS SELECT * FROM per_query_frame")
-
-    settings = TrainingSettings(**{k: (tuple(v) if k == "matryoshka_dims" else v) for k, v in model["settings"].items() if k in TrainingSettings.__dataclass_fields__})
-    write_model_card(
-        model["checkpoint_dir"],
-        settings=settings,
-        result={k: model[k] for k in ("train_pairs", "steps", "train_seconds", "pairs_per_second", "final_loss", "bf16", "device")},
-        training_summary={"pairs_by_strategy": model["pairs_by_strategy"], "pairs_by_source": model["pairs_by_source"]},
-        eval_markdown=leaderboard,
-        improvement_markdown=improvement_md,
+def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> dg.MaterializeResult:
+    out = paths.data_dir() / "exports"
+    pool_path = export_pool_jsonl(eval_sets, out / "pools" / "threadembed.jsonl")
+    beir_dirs = export_beir(eval_sets, out / "beir")
+    context.log.info(f"exported pools to {pool_path} and {len(beir_dirs)} BEIR folders")
+    return dg.MaterializeResult(
+        metadata={
+            "pool_jsonl": dg.MetadataValue.path(str(pool_path)),
+            "beir_folders": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in beir_dirs)),
+        }
     )
-    meta: dict = {
-        "report": dg.MetadataValue.path(str(reports_dir / "eval_report.md")),
-        "leaderboard": dg.MetadataValue.md(leaderboard),
-        "thread_mrr10_vs_base": dg.MetadataValue.md(improvement_md or "no thread eval sets"),
-        "matryoshka_plot": png_md(plot_path, "MRR@10 vs Matryoshka dim"),
-        "rows": len(results),
-    }
-    irc = improvement[improvement["source"] == "irc_disentangle"] if not improvement.empty else improvement
-    for _, row in irc.iterrows():
-        meta[f"irc_thread_mrr10/dim{int(row['dim'])}/delta_vs_base"] = float(row["delta"])
-    context.add_output_metadata(meta)
-    return results
+
+
+def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDefinition:
+    external_ins = {f"external_{e.name}": dg.AssetIn(external_eval_key(e.name)) for e in external_sets}
+
+    @dg.asset(
+        ins={"eval_sets": dg.AssetIn("eval_sets"), "model": dg.AssetIn("model"), **external_ins},
+        group_name="evaluation",
+        kinds={"parquet", "duckdb"},
+        description="MRR@10, NDCG@10, Recall@1/5/10 with 95% bootstrap CIs and paired tests for the fine-tuned model, the base model, BM25, hybrids and API models, at every Matryoshka dim.",
+    )
+    def eval_report(
+        context: dg.AssetExecutionContext,
+        config: EvalReportConfig,
+        trainer: TrainerResource,
+        embedding_apis: EmbeddingApisResource,
+        eval_sets: pd.DataFrame,
+        model: dict,
+        **external: pd.DataFrame,
+    ) -> pd.DataFrame:
+        trainer.apply_environment()
+        all_sets = pd.concat([eval_sets, *external.values()], ignore_index=True)
+        specs: dict[str, str] = {}
+        if config.include_base_model:
+            specs["base"] = model["base_model"]
+        specs["fine_tuned"] = model["checkpoint_dir"]
+        for spec in config.extra_models:
+            specs[spec] = spec
+        cache = EmbeddingCache(paths.data_dir() / "embedding_cache.duckdb") if config.use_embedding_cache else None
+        api = ApiSettings(
+            openai_api_key=embedding_apis.openai_api_key,
+            voyage_api_key=embedding_apis.voyage_api_key,
+            openai_base_url=embedding_apis.openai_base_url,
+            voyage_base_url=embedding_apis.voyage_base_url,
+        )
+        embedders, notes = build_embedders(
+            specs, load_local=lambda spec: load_sentence_model(spec, device=trainer.device), api=api, cache=cache, batch_size=config.batch_size, log=context.log.info
+        )
+        for note in notes:
+            context.log.warning(note)
+        platforms = model.get("training_platforms", [])
+        header = f"# Eval report\n\nPlatforms seen in training: {', '.join(platforms) or 'unknown'}."
+        outputs = run_evaluation(
+            all_sets,
+            embedders,
+            dims=[int(d) for d in model["matryoshka_dims"]],
+            include_bm25=config.include_bm25,
+            hybrid_with=["base", "fine_tuned"] if config.hybrid else [],
+            notes=notes,
+            n_resamples=config.bootstrap_resamples,
+            seed=config.seed,
+            log=context.log.info,
+        )
+        results = mark_seen_platforms(outputs.results, platforms)
+        outputs.results = results
+        write_report_files(outputs, paths.data_dir() / "reports", header=header)
+        with duckdb.connect(str(paths.data_dir() / WAREHOUSE_FILE)) as con:
+            for table, frame in (("eval_results", results), ("eval_comparisons", outputs.comparisons), ("eval_per_query", outputs.per_query)):
+                con.register("frame", frame)
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
+                con.unregister("frame")
+
+        thread = [improvement_summary(results, task="thread", source=s) for s in sorted(results.loc[results["task"] == "thread", "source"].unique())]
+        improvement = pd.concat(thread, ignore_index=True) if thread else pd.DataFrame()
+        write_model_card(model, report_markdown=outputs.markdown, improvement=improvement)
+        meta: dict = {
+            "report": dg.MetadataValue.path(str(outputs.files["report"])),
+            "leaderboard": dg.MetadataValue.md(outputs.markdown),
+            "thread_mrr10_vs_base": table_md(improvement.round(4), max_rows=100) if not improvement.empty else "no thread eval sets",
+            "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
+            "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
+            "skipped_models": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none"),
+            "rows": len(results),
+        }
+        context.add_output_metadata(meta)
+        return results
+
+    return eval_report
+
+
+def mark_seen_platforms(results: pd.DataFrame, training_platforms: list[str]) -> pd.DataFrame:
+    """Add ``platform`` (of the eval source; None for external sets) and ``seen_in_training``."""
+    platform_of = {name: spec.platform for name, spec in SOURCES.items()}
+    out = results.copy()
+    out["platform"] = out["source"].map(platform_of)
+    out["seen_in_training"] = out["platform"].isin(training_platforms) & out["platform"].notna()
+    return out

@@ -24,6 +24,9 @@ class TrainingPairsConfig(dg.Config):
     budget: int = DEFAULT_CPU_PAIR_BUDGET
     strategy_shares: dict[str, float] = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
     seed: int = 7
+    # cross-platform transfer: train without these platforms ("irc", "slack", "discord") and
+    # evaluate on them; the report marks which platforms the model saw in training
+    exclude_platforms: list[str] = []
 
 
 class ModelConfig(dg.Config):
@@ -58,6 +61,11 @@ class ModelConfig(dg.Config):
 )
 def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: pd.DataFrame) -> pd.DataFrame:
     merged = pd.concat(list(pairs_by_source.values()), ignore_index=True)
+    platforms = {spec.platform for spec in SOURCES.values()}
+    unknown = set(config.exclude_platforms) - platforms
+    if unknown:
+        raise dg.Failure(description=f"exclude_platforms has unknown platforms {sorted(unknown)}; known: {sorted(platforms)}")
+    excluded = {name for name, spec in SOURCES.items() if spec.platform in config.exclude_platforms}
     selected, stats = select_training_pairs(
         merged,
         budget=config.budget,
@@ -65,7 +73,10 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
         seed=config.seed,
         eval_texts=eval_texts(eval_sets),
         eval_conversation_ids=set(eval_sets["conversation_id"]),
+        exclude_sources=excluded,
     )
+    if selected.empty:
+        raise dg.Failure(description="no training pairs left after the exclusions; check exclude_platforms and the pair assets")
     info = stats.as_dict()
     meta: dict = {"read": info["read"], "kept": info["kept"], "dropped_total": int(sum(info["dropped"].values()))}
     meta.update({f"dropped/{k}": int(v) for k, v in sorted(info["dropped"].items())})
@@ -101,6 +112,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "settings": config.model_dump(),
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
+        "training_platforms": sorted({SOURCES[s].platform for s in training_pairs["source"].unique() if s in SOURCES}),
     }
     losses = pd.DataFrame(result.loss_history)
     context.add_output_metadata(

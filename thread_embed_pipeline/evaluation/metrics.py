@@ -1,9 +1,20 @@
-"""Single-relevant-document ranking metrics.
+"""Ranking metrics over a query's candidate pool, with one or SEVERAL relevant documents.
 
-Every eval query has exactly one relevant document, so each metric is a function of the
-1-based rank of that document within the query's candidate pool. Ranks are PESSIMISTIC
-on ties: ``rank = 1 + #(distractors with score >= positive score)``, so a tie never
-favours the positive (BM25 produces many all-zero ties, and the positive is listed first).
+Per query, from the candidate scores and a boolean "is relevant" mask:
+
+* ``mrr@10``   -- 1 / rank of the first relevant document if it is in the top 10, else 0;
+* ``ndcg@10``  -- binary gains: DCG = sum over relevant docs ranked <= 10 of 1 / log2(rank + 1),
+  divided by the ideal DCG over ``min(n_relevant, 10)`` positions;
+* ``recall@k`` -- (# relevant in the top k) / n_relevant, for k = 1, 5, 10.
+
+Ranks are PESSIMISTIC on ties: candidates are sorted by score (descending) and, within a
+tie, every non-relevant candidate is placed ABOVE every relevant one, so a tie never
+favours a relevant document (BM25 produces many all-zero ties, and own eval sets list the
+positive first). A NaN score ranks last. With a single relevant document this is
+``rank = 1 + #(other candidates with score >= its score)`` (:func:`pessimistic_rank`).
+
+``n_relevant`` may exceed the number of relevant documents in the pool (a judged-relevant
+document that is not a candidate is never retrieved), which is the usual IR convention.
 """
 
 from __future__ import annotations
@@ -15,13 +26,34 @@ import numpy as np
 __all__ = [
     "METRIC_NAMES",
     "pessimistic_rank",
+    "relevant_ranks",
     "ranks_from_score_matrix",
     "metrics_from_rank",
+    "metrics_from_relevant_ranks",
+    "query_metrics",
     "per_query_metrics",
     "mean_metrics",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10")
+_CUTOFF = 10
+_RECALL_KS = (1, 5, 10)
+
+
+def relevant_ranks(scores: Sequence[float] | np.ndarray, relevant: Sequence[bool] | np.ndarray) -> np.ndarray:
+    """Sorted 1-based pessimistic ranks of the relevant candidates (int64, possibly empty).
+
+    Sort key: score descending (NaN last), then non-relevant before relevant on ties.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    rel = np.asarray(relevant, dtype=bool).ravel()
+    if s.shape != rel.shape:
+        raise ValueError(f"scores ({s.size}) and relevant mask ({rel.size}) differ in length")
+    if s.size == 0:
+        raise ValueError("empty score vector")
+    key = np.where(np.isnan(s), np.inf, -s)  # ascending key == descending score, NaN last
+    order = np.lexsort((rel, key))  # primary: key; ties: False (non-relevant) first
+    return (np.flatnonzero(rel[order]) + 1).astype(np.int64)
 
 
 def pessimistic_rank(scores: Sequence[float] | np.ndarray, positive_index: int = 0) -> int:
@@ -31,11 +63,9 @@ def pessimistic_rank(scores: Sequence[float] | np.ndarray, positive_index: int =
         raise ValueError("empty score vector")
     if not 0 <= positive_index < s.size:
         raise IndexError(f"positive_index {positive_index} out of range for {s.size} candidates")
-    pos = s[positive_index]
-    if np.isnan(pos):
-        return int(s.size)  # an undefined score ranks last
-    others = np.delete(s, positive_index)
-    return 1 + int(np.count_nonzero(others >= pos))
+    mask = np.zeros(s.size, dtype=bool)
+    mask[positive_index] = True
+    return int(relevant_ranks(s, mask)[0])
 
 
 def ranks_from_score_matrix(scores: np.ndarray, positive_index: int = 0) -> np.ndarray:
@@ -44,28 +74,59 @@ def ranks_from_score_matrix(scores: np.ndarray, positive_index: int = 0) -> np.n
     if s.ndim != 2:
         raise ValueError(f"expected a 2-d score matrix, got shape {s.shape}")
     pos = s[:, positive_index : positive_index + 1]
-    ge = s >= pos
+    ge = (s >= pos) | np.isnan(pos)
     ge[:, positive_index] = False
     return 1 + ge.sum(axis=1).astype(np.int64)
+
+
+def metrics_from_relevant_ranks(ranks: Sequence[int] | np.ndarray, n_relevant: int | None = None) -> dict[str, float]:
+    """All of ``METRIC_NAMES`` for one query from the 1-based ranks of its retrieved relevant documents.
+
+    ``n_relevant`` (default ``len(ranks)``) is the number of judged-relevant documents, the
+    recall denominator and the size of the ideal ranking.
+    """
+    r = np.sort(np.asarray(ranks, dtype=np.int64).ravel())
+    n_rel = int(r.size if n_relevant is None else n_relevant)
+    if n_rel < 1:
+        raise ValueError("a query needs at least one relevant document")
+    if r.size > n_rel:
+        raise ValueError(f"{r.size} relevant ranks but n_relevant={n_rel}")
+    if r.size and r[0] < 1:
+        raise ValueError(f"ranks must be >= 1, got {r[0]}")
+    top = r[r <= _CUTOFF]
+    dcg = float(np.sum(1.0 / np.log2(top + 1.0)))
+    idcg = float(np.sum(1.0 / np.log2(np.arange(1, min(n_rel, _CUTOFF) + 1) + 1.0)))
+    out = {
+        "mrr@10": 1.0 / float(top[0]) if top.size else 0.0,
+        "ndcg@10": dcg / idcg,
+    }
+    for k in _RECALL_KS:
+        out[f"recall@{k}"] = float(np.count_nonzero(r <= k)) / n_rel
+    return out
+
+
+def query_metrics(
+    scores: Sequence[float] | np.ndarray, relevant: Sequence[bool] | np.ndarray, n_relevant: int | None = None
+) -> dict[str, float]:
+    """``METRIC_NAMES`` plus ``first_relevant_rank`` for one query's pool (pessimistic ties).
+
+    ``first_relevant_rank`` is ``len(pool) + 1`` when no relevant document is in the pool.
+    """
+    ranks = relevant_ranks(scores, relevant)
+    out = metrics_from_relevant_ranks(ranks, n_relevant if n_relevant is not None else max(ranks.size, 1))
+    out["first_relevant_rank"] = int(ranks[0]) if ranks.size else int(np.size(scores)) + 1
+    return out
 
 
 def metrics_from_rank(rank: int) -> dict[str, float]:
     """All of ``METRIC_NAMES`` for one query whose single relevant document has 1-based ``rank``."""
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    in10 = rank <= 10
-    return {
-        "mrr@10": 1.0 / rank if in10 else 0.0,
-        # one relevant document => ideal DCG = 1
-        "ndcg@10": 1.0 / float(np.log2(rank + 1)) if in10 else 0.0,
-        "recall@1": float(rank <= 1),
-        "recall@5": float(rank <= 5),
-        "recall@10": float(in10),
-    }
+    return metrics_from_relevant_ranks([rank], 1)
 
 
 def per_query_metrics(ranks: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised :func:`metrics_from_rank`: metric name -> array over queries."""
+    """Vectorised :func:`metrics_from_rank` (single relevant document): metric name -> array over queries."""
     r = np.asarray(list(ranks) if not isinstance(ranks, np.ndarray) else ranks, dtype=np.float64)
     if r.size and r.min() < 1:
         raise ValueError("ranks must be >= 1")
@@ -80,6 +141,6 @@ def per_query_metrics(ranks: Iterable[int] | np.ndarray) -> dict[str, np.ndarray
 
 
 def mean_metrics(ranks: Iterable[int] | np.ndarray) -> dict[str, float]:
-    """Mean of each metric over queries (NaN for no queries)."""
+    """Mean of each metric over single-relevant queries (NaN for no queries)."""
     per_q = per_query_metrics(ranks)
     return {k: (float(v.mean()) if v.size else float("nan")) for k, v in per_q.items()}

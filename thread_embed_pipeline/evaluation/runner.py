@@ -1,0 +1,128 @@
+"""One evaluation run, shared by the ``eval_report`` asset and the ``evaluate`` CLI.
+
+Builds the embedders named by model specs (local folders / Hub ids / bundled models,
+``openai:<model>``, ``voyage:<model>``), ranks every eval set with them, BM25 and the hybrids,
+summarises with bootstrap CIs and paired tests, and writes the report files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from thread_embed_pipeline.evaluation.api_embedders import build_embedder
+from thread_embed_pipeline.evaluation.embedders import Embedder, SentenceTransformerEmbedder
+from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
+from thread_embed_pipeline.evaluation.report import plot_eval_set_bars, plot_matryoshka, report_markdown
+from thread_embed_pipeline.evaluation.retrieval import rank_retrieval, summarize
+from thread_embed_pipeline.evaluation.statistics import compare_models
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class EvaluationOutputs:
+    per_query: pd.DataFrame
+    results: pd.DataFrame
+    comparisons: pd.DataFrame
+    notes: list[str]
+    markdown: str = ""
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    openai_api_key: str | None = None
+    voyage_api_key: str | None = None
+    openai_base_url: str | None = None
+    voyage_base_url: str | None = None
+
+
+def build_embedders(
+    model_specs: Mapping[str, str],
+    *,
+    load_local: Callable[[str], object],
+    api: ApiSettings,
+    cache: EmbeddingCache | None,
+    batch_size: int,
+    log: Log,
+) -> tuple[dict[str, Embedder], list[str]]:
+    """``{report name: spec}`` → embedders; API models without a key are skipped with a note."""
+    embedders: dict[str, Embedder] = {}
+    notes: list[str] = []
+    for name, spec in model_specs.items():
+        if spec.startswith(("openai:", "voyage:")):
+            embedder = build_embedder(
+                spec,
+                openai_api_key=api.openai_api_key,
+                voyage_api_key=api.voyage_api_key,
+                openai_base_url=api.openai_base_url,
+                voyage_base_url=api.voyage_base_url,
+                cache=cache,
+                log=log,
+            )
+            if embedder is None:
+                variable = "OPENAI_API_KEY" if spec.startswith("openai:") else "VOYAGE_API_KEY"
+                notes.append(f"skipped {spec}: {variable} is not set")
+                continue
+            embedders[name] = embedder
+        else:
+            embedders[name] = SentenceTransformerEmbedder(load_local(spec), name, batch_size=batch_size, log=log, cache=cache, cache_key=_local_cache_key(spec))
+    return embedders, notes
+
+
+def _local_cache_key(spec: str) -> str | None:
+    from thread_embed_pipeline.evaluation.embedders import model_fingerprint
+    from thread_embed_pipeline.training import resolve_model_path
+
+    path = Path(resolve_model_path(spec))
+    return model_fingerprint(path) if path.is_dir() else None
+
+
+def run_evaluation(
+    eval_sets: pd.DataFrame,
+    embedders: Mapping[str, Embedder],
+    *,
+    dims: Sequence[int],
+    include_bm25: bool = True,
+    hybrid_with: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    log: Log = print,
+) -> EvaluationOutputs:
+    hybrids = [name for name in hybrid_with if name in embedders] if include_bm25 else []
+    per_query = rank_retrieval(eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, log=log)
+    log(f"bootstrap CIs and paired tests over {len(per_query)} query rows")
+    results = summarize(per_query, n_resamples=n_resamples, seed=seed)
+    references = tuple(r for r in ("base", "bm25") if r in set(per_query["model"]))
+    comparisons = compare_models(per_query, references=references, n_resamples=n_resamples, seed=seed) if references else pd.DataFrame()
+    return EvaluationOutputs(per_query=per_query, results=results, comparisons=comparisons, notes=list(notes))
+
+
+def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, header: str = "") -> EvaluationOutputs:
+    """Markdown report, Parquet tables and PNG plots under ``out_dir`` (each written atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "matryoshka_plot": plot_matryoshka(outputs.results, out_dir / "matryoshka_mrr10.png"),
+        "bars_plot": plot_eval_set_bars(outputs.results, out_dir / "eval_sets_mrr10.png"),
+    }
+    outputs.markdown = (header + "\n\n" if header else "") + report_markdown(outputs.results, outputs.comparisons, outputs.notes)
+    for name, frame in (("results", outputs.results), ("comparisons", outputs.comparisons), ("per_query", outputs.per_query)):
+        path = out_dir / f"{name}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        files[name] = path
+    report = out_dir / "eval_report.md"
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text(outputs.markdown, encoding="utf-8")
+    os.replace(tmp, report)
+    files["report"] = report
+    outputs.files = files
+    return outputs
