@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         n_resamples=args.bootstrap_resamples,
         log=print,
     )
-    write_report_files(outputs, args.out, header="# Eval report (CLI)")
+    write_report_files(outputs, args.out, title="Eval report (CLI)")
     print(f"report: {outputs.files['report']}")
     return 0
 

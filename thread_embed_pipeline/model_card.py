@@ -61,7 +61,8 @@ def write_model_card(model_summary: dict, *, report_markdown: str, improvement: 
     ]
     if improvement is not None and not improvement.empty:
         lines += ["## Thread retrieval MRR@10 per Matryoshka dim: fine-tuned vs. base, next to BM25", "", improvement.round(4).to_markdown(index=False), ""]
-    lines += ["## Eval protocols", "", PROTOCOLS, "", "## Results", "", report_markdown.replace("# Eval report", "", 1).strip(), "", "## Limitations", "", LIMITATIONS, ""]
+    results = report_markdown.split("\n", 1)[-1].strip()  # without the report's own title
+    lines += ["## Eval protocols", "", PROTOCOLS, "", "## Results", "", results, "", "## Limitations", "", LIMITATIONS, ""]
     path = checkpoint / "README.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")

@@ -56,7 +56,7 @@ def main() -> int:
         print(f"No eval report yet at {report_md}", file=sys.stderr)
         return 1
     text = report_md.read_text(encoding="utf-8")
-    head = text.split("## Leaderboard")[0]
+    head = text.split("## Comparisons")[0]
     print(head.strip())
     print()
     print(f"Eval report: {report_md}")

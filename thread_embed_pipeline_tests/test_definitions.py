@@ -18,7 +18,7 @@ def test_graph_has_one_chain_per_source_and_the_merged_assets():
     assert {"training_pairs", "eval_sets", "model", "eval_report"} <= keys
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey(["pairs", "irc_disentangle"]) in graph.get(dg.AssetKey("training_pairs")).parent_keys
-    assert graph.get(dg.AssetKey("eval_report")).parent_keys == {dg.AssetKey("eval_sets"), dg.AssetKey("model")}
+    assert graph.get(dg.AssetKey("eval_report")).parent_keys >= {dg.AssetKey("eval_sets"), dg.AssetKey("model")}
 
 
 def test_jobs_and_in_process_executor():
@@ -29,7 +29,10 @@ def test_jobs_and_in_process_executor():
     assert defs.executor is dg.in_process_executor
 
 
-@pytest.mark.parametrize("config_file", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "external_eval_sets.yaml")
+
+
+@pytest.mark.parametrize("config_file", RUN_CONFIGS, ids=lambda p: p.name)
 def test_committed_run_configs_are_valid_for_the_main_job(config_file):
     job = defs.resolve_job_def("thread_embed_job")
     dg.validate_run_config(job, yaml.safe_load(config_file.read_text()))
@@ -54,3 +57,32 @@ def test_mirror_folder_comes_from_the_environment(monkeypatch, tmp_path):
 
 def test_dagster_yaml_disables_telemetry():
     assert yaml.safe_load((ROOT / "dagster.yaml").read_text())["telemetry"]["enabled"] is False
+
+
+def test_external_eval_registry_parses_and_rejects_bad_entries(tmp_path):
+    from thread_embed_pipeline.external_eval_registry import load_external_eval_sets
+
+    assert load_external_eval_sets(ROOT / "configs" / "external_eval_sets.yaml") == []
+    good = tmp_path / "ok.yaml"
+    good.write_text("external_eval_sets:\n  - {name: chat_pools, path: some/pools.jsonl}\n  - {name: abs, path: /x/beir}\n")
+    sets = load_external_eval_sets(good)
+    assert [s.name for s in sets] == ["chat_pools", "abs"]
+    assert sets[0].path == paths.PROJECT_ROOT / "some" / "pools.jsonl" and str(sets[1].path) == "/x/beir"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("external_eval_sets:\n  - {name: x}\n")
+    with pytest.raises(ValueError, match="entry 1 needs"):
+        load_external_eval_sets(bad)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("external_eval_sets:\n  - {name: a, path: p}\n  - {name: a, path: q}\n")
+    with pytest.raises(ValueError, match="unique"):
+        load_external_eval_sets(dup)
+
+
+def test_registered_external_sets_become_assets_feeding_the_report(tmp_path):
+    from thread_embed_pipeline.definitions import build_definitions
+    from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
+
+    custom = build_definitions(external_eval_sets=[ExternalEvalSet("chat_pools", tmp_path / "p.jsonl")])
+    graph = custom.resolve_asset_graph()
+    key = dg.AssetKey(["external_eval", "chat_pools"])
+    assert key in graph.get(dg.AssetKey("eval_report")).parent_keys

@@ -1,71 +1,126 @@
-"""The whole asset graph on a slice of the real mirror with the tiny model, in an ephemeral instance."""
+"""The whole asset graph on a slice of the real mirror with the tiny model, in an ephemeral instance.
+
+Also registers two external eval sets (pool .jsonl and BEIR) and an API model served by a local
+fake server with a fake key, and checks the key never reaches the event log or any output file.
+"""
+
+import json
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.definitions import defs
+from thread_embed_pipeline.definitions import build_definitions
+from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource, TrainerResource
+from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline_tests.fake_embedding_server import FakeEmbeddingServer
+
+FAKE_KEY = "sk-test-DO-NOT-LEAK-4b1d9e"
+DIMS = [32, 16]
+METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"}
 
 
 def _run_config(tiny_model_dir) -> dict:
     return {
         "ops": {
             "training_pairs": {"config": {"budget": 96}},
-            "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 32, "bf16": False}},
+            "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": DIMS, "batch_size": 16, "max_seq_length": 32, "bf16": False}},
             "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
+            "eval_report": {"config": {"bootstrap_resamples": 100, "extra_models": ["openai:text-embedding-3-small"]}},
         }
     }
 
 
+def _write_external_sets(folder) -> list[ExternalEvalSet]:
+    pools = folder / "pools.jsonl"
+    lines = [
+        {"query": f"alice: how do I fix error {i}?", "corpus": [f"bob: for error {i} run the fixer {i}", *[f"carol: unrelated chat {j}" for j in range(5)]], "relevant_idx": 0, "source": "toy", "conversation_id": f"c{i}"}
+        for i in range(4)
+    ]
+    pools.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    beir = folder / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"answer about topic {i} and widgets {i}"}) for i in range(6)) + "\n")
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{i}", "text": f"question on topic {i}"}) for i in range(3)) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+    return [ExternalEvalSet("toy_pools", pools), ExternalEvalSet("toy_beir", beir)]
+
+
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
-    """Materialise everything once; returns (instance, resources, run result, data dir)."""
+    """Materialise everything once; returns (instance, resources, run result, base dir, assets, defs, server)."""
     base = tmp_path_factory.mktemp("e2e")
-    resources = {
-        "io_manager": ParquetIOManager(base_dir=str(base / "data")),
-        "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root), max_files_per_folder=1),
-        "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
-    }
-    instance = dg.DagsterInstance.ephemeral()
-    assets = list(defs.assets)
-    result = dg.materialize([*assets, *defs.asset_checks], instance=instance, resources=resources, run_config=_run_config(tiny_model_dir))
-    return instance, resources, result, base, assets
+    defs = build_definitions(external_eval_sets=_write_external_sets(base))
+    with FakeEmbeddingServer() as server:
+        resources = {
+            "io_manager": ParquetIOManager(base_dir=str(base / "data")),
+            "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root), max_files_per_folder=1),
+            "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
+            "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),
+        }
+        instance = dg.DagsterInstance.ephemeral()
+        assets = list(defs.assets)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("THREAD_EMBED_DATA_DIR", str(base / "data"))  # reports, exports and the embedding cache
+            result = dg.materialize([*assets, *defs.asset_checks], instance=instance, resources=resources, run_config=_run_config(tiny_model_dir))
+            yield instance, resources, result, base, assets, server
 
 
-def test_whole_graph_materialises_and_report_covers_every_model_task_dim(graph_run, monkeypatch):
-    _, _, result, base, _ = graph_run
+def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(graph_run):
+    _, _, result, base, _, server = graph_run
     assert result.success
     report = pd.read_parquet(base / "data" / "eval_report.parquet")
     eval_sets = pd.read_parquet(base / "data" / "eval_sets.parquet")
-    tasks = eval_sets.groupby(["source", "task"]).size().index
-    assert len(tasks) >= 4  # every source's thread and response sets that have enough test conversations
-    for model in ("base", "fine_tuned", "bm25"):
-        for source, task in tasks:
-            for dim in (32, 16):
-                rows = report[(report["model"] == model) & (report["source"] == source) & (report["task"] == task) & (report["dim"] == dim)]
-                assert set(rows["metric"]) == {"mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"}, (model, source, task, dim)
+    own = eval_sets.groupby(["source", "task"]).size().index
+    assert {"thread", "response", "concurrent_thread"} <= {t for _, t in own}
+    models = ("base", "fine_tuned", "bm25", "hybrid:base", "hybrid:fine_tuned", "openai:text-embedding-3-small")
+    groups = [("threadembed", s, t) for s, t in own] + [("toy_pools", "toy", "pool"), ("toy_beir", "toy_beir", "beir")]
+    for model in models:
+        for eval_set, source, task in groups:
+            for dim in DIMS:
+                rows = report[(report["model"] == model) & (report["eval_set"] == eval_set) & (report["source"] == source) & (report["task"] == task) & (report["dim"] == dim)]
+                assert set(rows["metric"]) == METRICS, (model, eval_set, source, task, dim)
     assert report["value"].between(0, 1).all()
+    assert ((report["ci_low"] <= report["value"] + 1e-9) & (report["value"] <= report["ci_high"] + 1e-9)).all()
     assert (report["n"] > 0).all()
+    assert server.request_count > 0  # the API model really was called (on the fake server)
+    trained_on = set(json.loads((base / "data" / "model.json").read_text())["training_platforms"])
+    assert trained_on
+    own_rows = report[report["eval_set"] == "threadembed"]
+    assert (own_rows["seen_in_training"] == own_rows["platform"].isin(trained_on)).all()
+    assert not report.loc[report["eval_set"] != "threadembed", "seen_in_training"].any()
+
     checkpoint = base / "models" / "thread-embed-minilm"
     assert (checkpoint / "model.safetensors").exists()
     card = (checkpoint / "README.md").read_text()
-    assert "fine_tuned" in card and "bm25" in card
-    # every asset's metadata accounts for its input: read = kept + dropped
+    assert "hybrid:fine_tuned" in card and "bm25" in card and "concurrent_thread" in card
+    assert (base / "data" / "exports" / "pools" / "threadembed.jsonl").exists()
     for name in SOURCES:
-        mats = result.asset_materializations_for_node(f"corpus__{name}")
-        meta = mats[0].metadata
+        meta = result.asset_materializations_for_node(f"corpus__{name}")[0].metadata
         assert meta["read"].value == meta["kept"].value + meta["dropped_total"].value
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
 
 
+def test_api_key_never_reaches_event_log_or_outputs(graph_run):
+    instance, _, result, base, _, _ = graph_run
+    records = instance.get_records_for_run(result.run_id).records
+    assert records
+    for record in records:
+        assert FAKE_KEY not in str(record.event_log_entry), record.event_log_entry.dagster_event_type
+    for path in base.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
 def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(graph_run, tiny_model_dir):
-    instance, resources, _, _, assets = graph_run
+    instance, resources, _, _, assets, _ = graph_run
     selection = dg.AssetSelection.assets(dg.AssetKey(["raw", "slack_dev_chats"])).downstream()
-    result = dg.materialize(assets, selection=selection, instance=instance, resources=resources, run_config=_run_config(tiny_model_dir))
+    config = _run_config(tiny_model_dir)
+    config["ops"]["eval_report"]["config"]["extra_models"] = []
+    result = dg.materialize(assets, selection=selection, instance=instance, resources={**resources, "embedding_apis": EmbeddingApisResource()}, run_config=config)
     assert result.success
-    materialised = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
-    assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats", "eval_sets", "training_pairs", "model", "eval_report"}
+    materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats", "eval_sets", "eval_exports", "training_pairs", "model", "eval_report"}

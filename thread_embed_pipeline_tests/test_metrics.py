@@ -1,4 +1,4 @@
-"""Single-relevant ranking metrics: hand-computed cases, pessimistic ties, agreement with ranx."""
+"""Ranking metrics: hand-computed cases (single and several relevant docs), pessimistic ties, agreement with ranx."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from thread_embed_pipeline.evaluation.metrics import (
     METRIC_NAMES,
     mean_metrics,
     metrics_from_rank,
+    metrics_from_relevant_ranks,
     per_query_metrics,
     pessimistic_rank,
+    query_metrics,
     ranks_from_score_matrix,
+    relevant_ranks,
 )
 
 
@@ -40,6 +43,14 @@ def test_metrics_from_rank_hand_computed(rank, expected):
     vec = per_query_metrics([rank])
     for k, v in expected.items():
         assert vec[k][0] == pytest.approx(v)
+    # the general path with a single relevant document at that rank gives the same numbers
+    scores = np.linspace(1.0, 0.0, 20)
+    mask = np.zeros(20, dtype=bool)
+    mask[rank - 1] = True
+    general = query_metrics(scores, mask)
+    assert general["first_relevant_rank"] == rank
+    for k, v in expected.items():
+        assert general[k] == pytest.approx(v)
 
 
 def test_pessimistic_rank_ties_never_favour_positive():
@@ -50,6 +61,49 @@ def test_pessimistic_rank_ties_never_favour_positive():
     assert pessimistic_rank([0.1, 0.5, 0.1, 0.5], positive_index=2) == 4
     assert pessimistic_rank([0.3]) == 1
     assert pessimistic_rank([float("nan"), 0.1, 0.2]) == 3
+
+
+def test_relevant_ranks_multi_relevant_ties():
+    # scores:           d0   d1   d2   d3   d4
+    scores = np.array([0.5, 0.5, 0.9, 0.5, 0.1])
+    rel = np.array([True, False, False, True, True])
+    # order: d2 (0.9), then the 0.5-tie with non-relevant d1 first, then d0/d3, then d4
+    assert relevant_ranks(scores, rel).tolist() == [3, 4, 5]
+    # two tied relevant docs and no non-relevant in the tie: ranks 1 and 2 (either order)
+    assert relevant_ranks([0.7, 0.7, 0.1], [True, True, False]).tolist() == [1, 2]
+    # NaN ranks last, even below a non-relevant -inf-like score
+    assert relevant_ranks([np.nan, 0.0, -5.0], [True, False, False]).tolist() == [3]
+    assert relevant_ranks([0.3, 0.2], [False, False]).tolist() == []
+    with pytest.raises(ValueError):
+        relevant_ranks([0.1, 0.2], [True])
+
+
+def test_metrics_from_relevant_ranks_hand_computed():
+    m = metrics_from_relevant_ranks([2, 4, 12], n_relevant=3)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["mrr@10"] == pytest.approx(0.5)
+    assert m["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / idcg)
+    assert m["recall@1"] == 0.0
+    assert m["recall@5"] == pytest.approx(2 / 3)
+    assert m["recall@10"] == pytest.approx(2 / 3)
+    # a judged-relevant document outside the pool still counts in the denominators
+    m = metrics_from_relevant_ranks([1], n_relevant=2)
+    assert m["recall@1"] == pytest.approx(0.5)
+    assert m["ndcg@10"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    # more than 10 relevant: ideal DCG is over 10 positions, so a perfect top-10 gives 1
+    m = metrics_from_relevant_ranks(list(range(1, 16)), n_relevant=15)
+    assert m["ndcg@10"] == pytest.approx(1.0)
+    assert m["recall@10"] == pytest.approx(10 / 15)
+    with pytest.raises(ValueError):
+        metrics_from_relevant_ranks([], n_relevant=0)
+    with pytest.raises(ValueError):
+        metrics_from_relevant_ranks([1, 2], n_relevant=1)
+
+
+def test_query_metrics_no_relevant_in_pool():
+    m = query_metrics([0.3, 0.2, 0.1], [False, False, False], n_relevant=1)
+    assert m["first_relevant_rank"] == 4
+    assert all(m[k] == 0.0 for k in METRIC_NAMES)
 
 
 def test_ranks_from_score_matrix_matches_scalar():
@@ -71,17 +125,21 @@ def test_mean_metrics_hand_computed():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_agrees_with_ranx_on_tie_free_scores():
+@pytest.mark.parametrize("max_relevant", [1, 14])
+def test_agrees_with_ranx_on_tie_free_scores(max_relevant):
     ranx = pytest.importorskip("ranx")
-    rng = np.random.default_rng(42)
+    rng = np.random.default_rng(42 + max_relevant)
     n_queries, pool = 60, 25
     scores = rng.random((n_queries, pool))
-    pos_index = rng.integers(0, pool, size=n_queries)
-    qrels, run = {}, {}
+    qrels, run, ours = {}, {}, []
     for q in range(n_queries):
-        qrels[f"q{q}"] = {f"d{q}_{pos_index[q]}": 1}
+        n_rel = int(rng.integers(1, max_relevant + 1))
+        rel_idx = rng.choice(pool, size=n_rel, replace=False)
+        mask = np.zeros(pool, dtype=bool)
+        mask[rel_idx] = True
+        qrels[f"q{q}"] = {f"d{q}_{j}": 1 for j in rel_idx}
         run[f"q{q}"] = {f"d{q}_{j}": float(scores[q, j]) for j in range(pool)}
-    ours = mean_metrics([pessimistic_rank(scores[q], int(pos_index[q])) for q in range(n_queries)])
+        ours.append(query_metrics(scores[q], mask, n_rel))
     theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), list(METRIC_NAMES))
     for name in METRIC_NAMES:
-        assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-9), name
+        assert np.mean([o[name] for o in ours]) == pytest.approx(float(theirs[name]), abs=1e-9), name

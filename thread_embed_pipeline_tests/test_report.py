@@ -1,4 +1,4 @@
-"""Reports over the long results table."""
+"""Reports over the long results table and the comparison table."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ import pandas as pd
 import pytest
 
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
-from thread_embed_pipeline.evaluation.report import improvement_summary, markdown_leaderboard, plot_matryoshka
+from thread_embed_pipeline.evaluation.report import (
+    comparison_markdown,
+    improvement_summary,
+    markdown_leaderboard,
+    plot_eval_set_bars,
+    plot_matryoshka,
+    report_markdown,
+)
 from thread_embed_pipeline.evaluation.retrieval import RESULT_COLUMNS
+from thread_embed_pipeline.evaluation.statistics import COMPARISON_COLUMNS
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def make_results() -> pd.DataFrame:
     rows = []
     n_by_source = {"irc_disentangle": 30, "slack_discord": 10}
-    for model, base_value in [("base", 0.4), ("fine_tuned", 0.6), ("bm25", 0.3)]:
+    for model, base_value in [("base", 0.4), ("fine_tuned", 0.6), ("hybrid:fine_tuned", 0.65), ("bm25", 0.3)]:
         for source, n in n_by_source.items():
             for task in ("thread", "response"):
                 for dim in (384, 128, 64):
@@ -22,31 +32,66 @@ def make_results() -> pd.DataFrame:
                         shrink = 0.0 if model == "bm25" else (384 - dim) / 1000
                         bonus = 0.1 if source == "slack_discord" else 0.0
                         value = base_value - shrink + bonus + i / 100
-                        rows.append((model, source, task, dim, metric, value, n))
+                        rows.append(("threadembed", model, source, task, dim, metric, value, value - 0.05, value + 0.05, n))
+    # an external set where one API model only goes up to dim 128
+    for model, value in [("base", 0.3), ("api", 0.5), ("bm25", 0.2)]:
+        for dim in (384, 128, 64):
+            if model == "api" and dim > 128:
+                continue
+            for metric in METRIC_NAMES:
+                rows.append(("beir_scifact", model, "beir", "retrieval", dim, metric, value, value - 0.1, value + 0.1, 50))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def test_markdown_leaderboard_contains_every_model_source_and_task():
+def make_comparisons() -> pd.DataFrame:
+    rows = []
+    for model, ref, delta, p in [("fine_tuned", "base", 0.2, 0.0004), ("bm25", "base", -0.1, 0.03), ("fine_tuned", "bm25", 0.3, 0.2)]:
+        for dim in (384, 64):
+            rows.append(("threadembed", "irc_disentangle", "thread", dim, "mrr@10", model, ref, 0.4 + delta, 0.4, delta,
+                         delta - 0.05, delta + 0.05, p, 30))
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _sections(md: str) -> list[str]:
+    return [line[4:] for line in md.splitlines() if line.startswith("### ")]
+
+
+def test_markdown_leaderboard_groups_and_ci_cells():
     md = markdown_leaderboard(make_results())
-    for token in ("base", "fine_tuned", "bm25", "irc_disentangle", "slack_discord", "thread", "response"):
-        assert token in md
+    # own set first, then external; tasks in EVAL_TASKS order within a source
+    assert _sections(md) == [
+        "threadembed / irc_disentangle / thread",
+        "threadembed / irc_disentangle / response",
+        "threadembed / slack_discord / thread",
+        "threadembed / slack_discord / response",
+        "beir_scifact / beir / retrieval",
+    ]
     for metric in METRIC_NAMES:
         assert metric in md
-    assert md.count("### Task:") == 2
-    assert "0.400" in md and "0.610" in md  # values to 3 decimals
-    # rows: 3 models x 2 sources x 3 dims per task
-    table_rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(table_rows) == 2 * (1 + 3 * 2 * 3)
-    # grouped by source within a task: all irc rows before all slack rows
-    first_task = md.split("### Task:")[1]
-    sources = [line.split("|")[1].strip() for line in first_task.splitlines() if line.startswith("| ")][1:]
-    assert sources == sorted(sources)
+    assert "0.400 [0.350, 0.450]" in md and "| 30 |" in md
+    first = md.split("### ")[1]
+    rows = [line for line in first.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 4 * 3  # models x dims
+    models = [r.split("|")[1].strip() for r in rows]
+    assert models[0] == "base" and models[-1] == "bm25"  # dense first, hybrids, then bm25
+    assert [r.split("|")[2].strip() for r in rows[:3]] == ["384", "128", "64"]
+    beir = md.split("### ")[-1]
+    assert "| api | 128 |" in beir and "| api | 384 |" not in beir
+
+
+def test_comparison_markdown():
+    md = comparison_markdown(make_comparisons())
+    assert _sections(md) == ["threadembed / irc_disentangle / thread"]
+    assert "+0.200 [+0.150, +0.250]" in md and "-0.100" in md
+    assert "<0.001" in md and "0.030" in md
+    assert "No model comparisons" in comparison_markdown(make_comparisons().iloc[0:0])
+    assert "No model comparisons" in comparison_markdown(pd.DataFrame())
 
 
 def test_improvement_summary_per_dim():
     res = make_results()
     summ = improvement_summary(res, task="thread", source="irc_disentangle")
-    assert list(summ.columns) == ["source", "task", "dim", "base", "tuned", "delta", "bm25"]
+    assert list(summ.columns) == ["eval_set", "source", "task", "dim", "base", "tuned", "delta", "bm25"]
     assert summ["dim"].tolist() == [384, 128, 64]
     row = summ.set_index("dim").loc[384]
     assert row["base"] == pytest.approx(0.4)
@@ -59,15 +104,40 @@ def test_improvement_summary_per_dim():
     # a missing tuned model -> NaN, not an error
     only_base = improvement_summary(res[res["model"] != "fine_tuned"], source="irc_disentangle")
     assert only_base["tuned"].isna().all() and np.isnan(only_base["delta"]).all()
+    # other eval sets are selected explicitly
+    beir = improvement_summary(res, tuned="api", task="retrieval", eval_set="beir_scifact").set_index("dim")
+    assert beir.loc[128, "delta"] == pytest.approx(0.2) and np.isnan(beir.loc[384, "tuned"])
 
 
-def test_plot_matryoshka_writes_png(tmp_path):
-    out = plot_matryoshka(make_results(), tmp_path / "plots" / "matryoshka.png")
-    assert out.exists() and out.stat().st_size > 1000
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_plots_write_png(tmp_path):
+    res = make_results()
+    m = plot_matryoshka(res, tmp_path / "plots" / "matryoshka.png")
+    b = plot_eval_set_bars(res, tmp_path / "plots" / "bars.png")
+    b64 = plot_eval_set_bars(res, tmp_path / "bars64.png", dim=64)
+    for out in (m, b, b64):
+        assert out.exists() and out.stat().st_size > 1000
+        assert out.read_bytes()[:8] == PNG
+
+
+def test_report_markdown_assembles_everything():
+    md = report_markdown(make_results(), make_comparisons(), ["skipped openai: no API key"], plots=["plots/bars.png"])
+    assert md.startswith("# Retrieval evaluation report")
+    for heading in ("## Notes", "## MRR@10", "## Comparisons", "## Leaderboard", "## Method"):
+        assert heading in md
+    assert "- skipped openai: no API key" in md
+    assert "![bars](plots/bars.png)" in md
+    # headline: every model at its own largest dim (the API model at 128)
+    headline = md.split("## MRR@10")[1].split("##")[0]
+    assert "(d=128)" in headline and "0.500 [0.400, 0.600]" in headline
+    assert md.index("## Comparisons") < md.index("## Leaderboard")
 
 
 def test_reports_handle_empty_results(tmp_path):
     empty = pd.DataFrame(columns=list(RESULT_COLUMNS))
     assert "No retrieval results" in markdown_leaderboard(empty)
-    assert plot_matryoshka(empty, tmp_path / "empty.png").stat().st_size > 0
+    assert plot_matryoshka(empty, tmp_path / "empty.png").read_bytes()[:8] == PNG
+    assert plot_eval_set_bars(empty, tmp_path / "empty_bars.png").read_bytes()[:8] == PNG
+    md = report_markdown(empty, pd.DataFrame(columns=list(COMPARISON_COLUMNS)), [])
+    assert "No retrieval results" in md and "## Notes" not in md
+    with pytest.raises(ValueError):
+        markdown_leaderboard(empty.drop(columns=["ci_low"]))

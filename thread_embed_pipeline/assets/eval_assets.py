@@ -169,7 +169,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         for note in notes:
             context.log.warning(note)
         platforms = model.get("training_platforms", [])
-        header = f"# Eval report\n\nPlatforms seen in training: {', '.join(platforms) or 'unknown'}."
+        notes = [f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *notes]
         outputs = run_evaluation(
             all_sets,
             embedders,
@@ -183,7 +183,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         )
         results = mark_seen_platforms(outputs.results, platforms)
         outputs.results = results
-        write_report_files(outputs, paths.data_dir() / "reports", header=header)
+        write_report_files(outputs, paths.data_dir() / "reports")
         with duckdb.connect(str(paths.data_dir() / WAREHOUSE_FILE)) as con:
             for table, frame in (("eval_results", results), ("eval_comparisons", outputs.comparisons), ("eval_per_query", outputs.per_query)):
                 con.register("frame", frame)
@@ -195,7 +195,8 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         write_model_card(model, report_markdown=outputs.markdown, improvement=improvement)
         meta: dict = {
             "report": dg.MetadataValue.path(str(outputs.files["report"])),
-            "leaderboard": dg.MetadataValue.md(outputs.markdown),
+            # the report's relative image links do not resolve in the UI; the plots follow as embedded images
+            "leaderboard": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
             "thread_mrr10_vs_base": table_md(improvement.round(4), max_rows=100) if not improvement.empty else "no thread eval sets",
             "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
             "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),

@@ -2,15 +2,22 @@
 
 The retrieval code only needs :class:`Embedder`. Local sentence-transformers models encode every
 unique text once at full dimension and truncate + re-normalise per dim (Matryoshka); API models
-may request the dim from the service (``dimensions`` / ``output_dimension``).
+may request the dim from the service (``dimensions`` / ``output_dimension``; see
+:mod:`thread_embed_pipeline.evaluation.api_embedders`). Both can persist vectors in an
+:class:`~thread_embed_pipeline.evaluation.embedding_cache.EmbeddingCache`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 
 Log = Callable[[str], None] | None
 
@@ -38,29 +45,145 @@ def truncate_and_normalize(emb: np.ndarray, dim: int) -> np.ndarray:
     return l2_normalize(emb[..., :dim])
 
 
-class SentenceTransformerEmbedder:
-    """A local sentence-transformers model: each unique text encoded once at full dim, memoised."""
+# Files that do not change what a model computes (docs, library-version stamps).
+_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json"}
 
-    def __init__(self, model, name: str, *, batch_size: int = 64, log: Log = None) -> None:
+
+def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = None) -> str:
+    """A hex SHA-256 identifying a saved sentence-transformers model's outputs.
+
+    Hashes every file under ``model_dir`` (relative path + content; weights such as
+    ``model.safetensors``, tokenizer, module configs), skipping only docs and version
+    stamps (``README.md``, ``config_sentence_transformers.json``, dot-files), plus
+    ``max_seq_length`` when given. Any retraining or tokenizer/pooling change yields a
+    new fingerprint, so cached vectors of an old model are never reused for a new one.
+    """
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model directory {root} does not exist")
+    h = hashlib.sha256()
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in _FINGERPRINT_SKIP and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not any(p.suffix in {".safetensors", ".bin", ".pt", ".onnx"} for p in files):
+        raise FileNotFoundError(f"no model weights (model.safetensors, ...) under {root}")
+    for path in files:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    h.update(f"max_seq_length={max_seq_length}".encode())
+    return h.hexdigest()
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model: each unique text encoded once at full dim, memoised.
+
+    With ``cache`` (an :class:`EmbeddingCache`) and ``cache_key`` (e.g.
+    :func:`model_fingerprint` of the model directory), full-dim vectors are also persisted,
+    keyed by ``("local:<cache_key>:msl=<max_seq_length>", max_dim, sha256(text))``: a later
+    run (or another instance) with the same fingerprint encodes only texts never seen before;
+    a different model has a different key and shares nothing. Smaller dims are always derived
+    by truncation + re-normalisation, never cached separately. A ``cache`` without a
+    ``cache_key`` is ignored (with a log line): vectors are only reused under a fingerprint.
+    """
+
+    def __init__(
+        self,
+        model,
+        name: str,
+        *,
+        batch_size: int = 64,
+        log: Log = None,
+        cache: EmbeddingCache | None = None,
+        cache_key: str | None = None,
+    ) -> None:
+        if cache is not None and not cache_key:
+            # No fingerprint, no safe reuse: run uncached rather than risk another model's vectors.
+            if log:
+                log(f"[{name}] not using the embedding cache: no cache_key (model fingerprint) given")
+            cache = None
         self.model = model
         self.name = name
         self.batch_size = batch_size
         self.log = log
         self.max_dim = int(model.get_embedding_dimension())
+        self.cache = cache
+        self.cache_key = cache_key
         self._full: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder(name={self.name!r}, max_dim={self.max_dim}, cache_key={self.cache_key!r})"
+
+    @property
+    def cache_model(self) -> str | None:
+        """The ``model`` column this embedder uses in the cache (None without a cache)."""
+        if self.cache is None:
+            return None
+        return f"local:{self.cache_key}:msl={getattr(self.model, 'max_seq_length', None)}"
 
     def _encode_missing(self, texts: Sequence[str]) -> None:
         missing = [t for t in dict.fromkeys(texts) if t not in self._full]
         if not missing:
             return
+        if self.cache is not None:
+            hits = self.cache.get_many(self.cache_model, self.max_dim, missing)
+            self._full.update(hits)
+            if hits and self.log:
+                self.log(f"[{self.name}] {len(hits)} of {len(missing)} unique texts found in the embedding cache")
+            missing = [t for t in missing if t not in hits]
+            if not missing:
+                return
         from thread_embed_pipeline.evaluation.retrieval import encode_texts
 
         if self.log:
             self.log(f"[{self.name}] encoding {len(missing)} unique texts")
-        vectors = encode_texts(self.model, missing, batch_size=self.batch_size, log=self.log)
+        vectors = np.asarray(encode_texts(self.model, missing, batch_size=self.batch_size, log=self.log), dtype=np.float32)
+        if self.cache is not None:
+            self.cache.put_many(self.cache_model, self.max_dim, missing, vectors)
         self._full.update(zip(missing, vectors))
 
     def embed(self, texts: Sequence[str], dim: int) -> np.ndarray:
+        texts = list(texts)
+        if not 1 <= dim <= self.max_dim:
+            raise ValueError(f"[{self.name}] dim {dim} out of range 1..{self.max_dim}")
         self._encode_missing(texts)
         full = np.stack([self._full[t] for t in texts]) if texts else np.zeros((0, self.max_dim), np.float32)
         return truncate_and_normalize(full, dim)
+
+
+def load_local_embedder(
+    spec: str,
+    *,
+    cache: EmbeddingCache | None = None,
+    log: Log = None,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> SentenceTransformerEmbedder:
+    """Load a sentence-transformers model (a directory or a Hub id) as an embedder.
+
+    With ``cache``, the model's files are fingerprinted (:func:`model_fingerprint`, with the
+    loaded ``max_seq_length``) -- a directory directly, a Hub id through its local snapshot --
+    and the fingerprint keys the cache. If the files cannot be found the model runs uncached
+    (and says so through ``log``).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(spec, device=device)
+    cache_key = None
+    if cache is not None:
+        try:
+            model_dir = Path(spec)
+            if not model_dir.is_dir():
+                from huggingface_hub import snapshot_download
+
+                model_dir = Path(snapshot_download(spec, local_files_only=True))
+            cache_key = model_fingerprint(model_dir, max_seq_length=getattr(model, "max_seq_length", None))
+        except Exception as exc:  # noqa: BLE001 -- caching is an optimisation only
+            cache = None
+            if log:
+                log(f"[{spec}] not caching embeddings: cannot fingerprint the model files ({type(exc).__name__}: {exc})")
+    return SentenceTransformerEmbedder(model, name=spec, batch_size=batch_size, log=log, cache=cache, cache_key=cache_key)

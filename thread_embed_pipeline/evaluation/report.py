@@ -1,61 +1,148 @@
-"""Human-readable views of the long retrieval-results table (model, source, task, dim, metric, value, n)."""
+"""Human-readable views of the retrieval results.
+
+Inputs: the long results table of :func:`retrieval.summarize` (``RESULT_COLUMNS``: eval_set,
+model, source, task, dim, metric, value, ci_low, ci_high, n) and the comparison table of
+:func:`statistics.compare_models` (``COMPARISON_COLUMNS``). Plots use a bare matplotlib
+``Figure`` with the Agg canvas (no pyplot global state; safe in worker threads).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
-from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, RESULT_COLUMNS
-from thread_embed_pipeline.schemas import EVAL_TASKS, missing_columns
+from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, GROUP_KEYS, HYBRID_PREFIX, RESULT_COLUMNS
+from thread_embed_pipeline.evaluation.statistics import COMPARISON_COLUMNS
+from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, missing_columns
 
-__all__ = ["markdown_leaderboard", "improvement_summary", "plot_matryoshka"]
+__all__ = [
+    "markdown_leaderboard",
+    "comparison_markdown",
+    "improvement_summary",
+    "plot_matryoshka",
+    "plot_eval_set_bars",
+    "report_markdown",
+]
 
 
-def _check(results: pd.DataFrame) -> None:
-    missing = missing_columns(results.columns, RESULT_COLUMNS)
+def _check(frame: pd.DataFrame, expected: Sequence[str], what: str = "results") -> None:
+    missing = missing_columns(frame.columns, expected)
     if missing:
-        raise ValueError(f"results are missing columns {missing}")
+        raise ValueError(f"{what} are missing columns {missing}")
 
 
-def _model_order(results: pd.DataFrame) -> list[str]:
-    """Models in first-appearance order, BM25 last."""
-    models = list(dict.fromkeys(results["model"].tolist()))
-    return [m for m in models if m != BM25_MODEL_NAME] + [m for m in models if m == BM25_MODEL_NAME]
+def _model_order(models: Sequence[str]) -> list[str]:
+    """First-appearance order with dense models first, then hybrids, then BM25."""
+    models = list(dict.fromkeys(models))
+
+    def kind(m: str) -> int:
+        return 2 if m == BM25_MODEL_NAME else 1 if m.startswith(HYBRID_PREFIX) else 0
+
+    return sorted(models, key=lambda m: (kind(m), models.index(m)))
+
+
+def _colors(models: Sequence[str]) -> dict[str, str]:
+    """One fixed colour per model across every panel and plot (BM25 grey)."""
+    palette = [f"C{i}" for i in range(10) if i != 7]  # C7 is grey
+    dense = [m for m in _model_order(models) if m != BM25_MODEL_NAME]
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(dense)}
+    colors[BM25_MODEL_NAME] = "gray"
+    return colors
+
+
+def _group_order(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(eval_set, source, task) keys: own sets first, then by name; tasks in ``EVAL_TASKS`` order."""
+    keys = set(map(tuple, frame[list(GROUP_KEYS)].astype(str).drop_duplicates().to_numpy().tolist()))
+    task_rank = {t: i for i, t in enumerate(EVAL_TASKS)}
+    return sorted(keys, key=lambda k: (k[0] != OWN_EVAL_SET, k[0], k[1], task_rank.get(k[2], len(task_rank)), k[2]))
 
 
 def _fmt(x) -> str:
     return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
+def _fmt_ci(value, low, high) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and np.isnan(p)):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _title(key: tuple[str, str, str]) -> str:
+    return " / ".join(key)
+
+
 def markdown_leaderboard(results: pd.DataFrame) -> str:
-    """One Markdown table per task; rows = source x model x dim (grouped by source), columns = metrics (3 decimals)."""
-    _check(results)
+    """One Markdown table per (eval_set, source, task); rows = model x dim, cells ``value [ci_low, ci_high]``, plus n."""
+    _check(results, RESULT_COLUMNS)
     if results.empty:
         return "_No retrieval results._\n"
     metrics = [m for m in METRIC_NAMES if m in set(results["metric"])]
     metrics += sorted(set(results["metric"]) - set(metrics))
-    wide = results.pivot_table(
-        index=["task", "source", "model", "dim"], columns="metric", values="value", aggfunc="first"
-    )
-    n = results.groupby(["task", "source", "model", "dim"])["n"].max()
-    model_rank = {m: i for i, m in enumerate(_model_order(results))}
     out: list[str] = []
-    present = list(dict.fromkeys(results["task"].tolist()))
-    for task in [t for t in EVAL_TASKS if t in present] + [t for t in present if t not in EVAL_TASKS]:
-        out.append(f"### Task: {task}\n")
-        header = ["source", "model", "dim", *metrics, "n"]
-        out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(metrics) + 1)) + "|")
-        keys = [k for k in wide.index if k[0] == task]
-        keys.sort(key=lambda k: (k[1], model_rank.get(k[2], 0), -k[3]))
-        for key in keys:
-            _, source, model, dim = key
-            vals = [_fmt(wide.loc[key].get(m, np.nan)) for m in metrics]
-            out.append("| " + " | ".join([str(source), str(model), str(dim), *vals, str(int(n.loc[key]))]) + " |")
+    for key in _group_order(results):
+        g = results[(results[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)]
+        out.append(f"### {_title(key)}\n")
+        out.append("| " + " | ".join(["model", "dim", *metrics, "n"]) + " |")
+        out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(metrics) + 1)) + "|")
+        cells = {(r.model, int(r.dim), r.metric): r for r in g.itertuples(index=False)}
+        n = g.groupby(["model", "dim"])["n"].max()
+        for model in _model_order(g["model"].tolist()):
+            for dim in sorted(set(g.loc[g["model"] == model, "dim"].astype(int)), reverse=True):
+                vals = []
+                for metric in metrics:
+                    r = cells.get((model, dim, metric))
+                    vals.append(_fmt_ci(r.value, r.ci_low, r.ci_high) if r is not None else "")
+                out.append("| " + " | ".join([str(model), str(dim), *vals, str(int(n.loc[(model, dim)]))]) + " |")
         out.append("")
+    return "\n".join(out)
+
+
+def comparison_markdown(comparisons: pd.DataFrame) -> str:
+    """One Markdown table per (eval_set, source, task): model vs reference per dim and metric,
+    with both means, the delta, its paired bootstrap CI, the paired-test p-value and n."""
+    if comparisons.empty:  # also a bare ``pd.DataFrame()`` (no references requested)
+        return "_No model comparisons._\n"
+    _check(comparisons, COMPARISON_COLUMNS, "comparisons")
+    out: list[str] = []
+    header = ["reference", "model", "dim", "metric", "model value", "reference value", "delta [95% CI]", "p", "n"]
+    for key in _group_order(comparisons):
+        g = comparisons[(comparisons[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)]
+        out.append(f"### {_title(key)}\n")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join(["---"] * 4 + ["---:"] * 5) + "|")
+        refs = list(dict.fromkeys(g["reference"].tolist()))
+        model_rank = {m: i for i, m in enumerate(_model_order(g["model"].tolist()))}
+        metric_rank = {m: i for i, m in enumerate(METRIC_NAMES)}
+        g = g.assign(
+            _r=g["reference"].map(refs.index),
+            _m=g["model"].map(model_rank),
+            _k=g["metric"].map(lambda m: metric_rank.get(m, len(metric_rank))),
+        ).sort_values(["_r", "_m", "dim", "_k"], ascending=[True, True, False, True])
+        for r in g.itertuples(index=False):
+            delta = f"{r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            out.append(
+                "| "
+                + " | ".join(
+                    [str(r.reference), str(r.model), str(int(r.dim)), str(r.metric), _fmt(r.value),
+                     _fmt(r.reference_value), delta, _fmt_p(r.p_value), str(int(r.n))]
+                )
+                + " |"
+            )
+        out.append("")
+    out.append(
+        "_delta = model - reference over the same queries; CI: paired percentile bootstrap over queries; "
+        "p: two-sided paired randomisation test (no multiple-comparison correction)._\n"
+    )
     return "\n".join(out)
 
 
@@ -66,15 +153,18 @@ def improvement_summary(
     task: str = "thread",
     source: str | None = None,
     metric: str = "mrr@10",
+    eval_set: str | None = OWN_EVAL_SET,
 ) -> pd.DataFrame:
     """Per dim: base, tuned, delta (= tuned - base) and bm25 values of ``metric`` (default MRR@10).
 
-    ``source=None`` pools all sources of the task, weighting each source by its number of
-    queries (a micro-average over queries). Missing models give NaN columns.
-    Columns: source, task, dim, base, tuned, delta, bm25.
+    ``source=None`` pools all sources of the task (``eval_set=None``: of every eval set),
+    weighting each set by its number of queries (a micro-average over queries). Missing
+    models give NaN columns. Columns: eval_set, source, task, dim, base, tuned, delta, bm25.
     """
-    _check(results)
+    _check(results, RESULT_COLUMNS)
     sel = results[(results["task"] == task) & (results["metric"] == metric)]
+    if eval_set is not None:
+        sel = sel[sel["eval_set"] == eval_set]
     if source is not None:
         sel = sel[sel["source"] == source]
 
@@ -89,6 +179,7 @@ def improvement_summary(
     dims = sorted(set(b.index) | set(t.index), reverse=True)
     out = pd.DataFrame(
         {
+            "eval_set": eval_set if eval_set is not None else "all",
             "source": source if source is not None else "all",
             "task": task,
             "dim": [int(d) for d in dims],
@@ -98,48 +189,173 @@ def improvement_summary(
         }
     )
     out["delta"] = out["tuned"] - out["base"]
-    return out[["source", "task", "dim", "base", "tuned", "delta", "bm25"]]
+    return out[["eval_set", "source", "task", "dim", "base", "tuned", "delta", "bm25"]]
 
 
-def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@10") -> Path:
-    """PNG of ``metric`` vs dim, one line per model, one subplot per (source, task). Returns the path."""
-    # Explicit Agg canvas on a bare Figure: no pyplot global state, safe in worker threads.
+def _new_figure(n_panels: int, ncols: int, size: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    _check(results)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sel = results[results["metric"] == metric]
-    panels = sorted(set(zip(sel["source"], sel["task"])))
-    n_panels = max(1, len(panels))
-    ncols = min(2, n_panels)
-    nrows = -(-n_panels // ncols)
-    fig = Figure(figsize=(5.5 * ncols, 4 * nrows))
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-max(1, n_panels) // ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@10") -> Path:
+    """PNG of ``metric`` vs dim: one subplot per (eval_set, source, task), one line per model with a
+    shaded CI band (BM25 dashed grey: it has no dim). Returns the path."""
+    _check(results, RESULT_COLUMNS)
+    path = Path(path)
+    sel = results[results["metric"] == metric]
+    panels = _group_order(sel) if not sel.empty else []
+    fig, axes = _new_figure(len(panels), 2, (5.5, 4))
+    colors = _colors(results["model"].tolist())
     if not panels:
         axes[0][0].text(0.5, 0.5, "no results", ha="center", va="center")
         axes[0][0].set_axis_off()
-    all_dims = sorted(set(sel["dim"].astype(int)))
-    for ax, (source, task) in zip(axes.flat, panels):
-        g = sel[(sel["source"] == source) & (sel["task"] == task)]
-        for model in _model_order(g):
+    for ax, key in zip(axes.flat, panels):
+        g = sel[(sel[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)]
+        dims = sorted(set(g["dim"].astype(int)))
+        for model in _model_order(g["model"].tolist()):
             m = g[g["model"] == model].sort_values("dim")
-            style = {"linestyle": "--", "color": "gray"} if model == BM25_MODEL_NAME else {"marker": "o"}
-            ax.plot(m["dim"].astype(int), m["value"], label=model, **style)
+            x = m["dim"].astype(int).to_numpy()
+            style = {"linestyle": "--"} if model == BM25_MODEL_NAME else {"marker": "o"}
+            color = colors[model]
+            ax.plot(x, m["value"], label=model, color=color, **style)
+            ax.fill_between(x, m["ci_low"].astype(float), m["ci_high"].astype(float), color=color, alpha=0.15, linewidth=0)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(all_dims)
-        ax.set_xticklabels([str(d) for d in all_dims])
+        ax.set_xticks(dims)
+        ax.set_xticklabels([str(d) for d in dims])
+        ax.minorticks_off()
         ax.set_xlabel("embedding dim (Matryoshka truncation)")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{source} / {task}")
+        ax.set_title(f"{_title(key)} (n={int(g['n'].max())})", fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels) :]:
         if panels:
             ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
-    return path
+    return _save(fig, path)
+
+
+def _bar_rows(results: pd.DataFrame, metric: str, dim: int | None) -> pd.DataFrame:
+    sel = results[results["metric"] == metric]
+    if dim is not None:
+        return sel[sel["dim"].astype(int) == int(dim)]
+    # each model at its own largest dim within each set
+    idx = sel.groupby([*GROUP_KEYS, "model"])["dim"].idxmax()
+    return sel.loc[idx.to_numpy()]
+
+
+def plot_eval_set_bars(results: pd.DataFrame, path: str | Path, dim: int | None = None, metric: str = "mrr@10") -> Path:
+    """PNG of grouped bars of ``metric`` per model for each (eval_set, source, task), with CI whiskers.
+
+    ``dim=None``: every model at its largest dim in that set (so a model with a smaller
+    ``max_dim`` still appears, at full size); otherwise exactly ``dim``. Returns the path.
+    """
+    _check(results, RESULT_COLUMNS)
+    path = Path(path)
+    rows = _bar_rows(results, metric, dim)
+    groups = _group_order(rows) if not rows.empty else []
+    models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
+    colors = _colors(results["model"].tolist())
+    fig, axes = _new_figure(1, 1, (max(6.0, 1.2 + 0.35 * max(1, len(groups)) * max(1, len(models))), 4.5))
+    ax = axes[0][0]
+    if not groups:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
+    width = 0.8 / len(models)
+    x = np.arange(len(groups))
+    for i, model in enumerate(models):
+        vals, lows, highs = [], [], []
+        for key in groups:
+            r = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1) & (rows["model"] == model)]
+            if r.empty:
+                vals.append(np.nan), lows.append(0.0), highs.append(0.0)
+                continue
+            v = float(r["value"].iloc[0])
+            vals.append(v)
+            lows.append(max(0.0, v - float(r["ci_low"].iloc[0])))
+            highs.append(max(0.0, float(r["ci_high"].iloc[0]) - v))
+        ax.bar(x - 0.4 + width * (i + 0.5), vals, width, yerr=[lows, highs], capsize=2, label=model, color=colors[model])
+    ax.set_xticks(x)
+    ax.set_xticklabels(["\n".join(k) for k in groups], fontsize="small")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{metric} per eval set ({'largest dim per model' if dim is None else f'dim={dim}'}; 95% CI)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=min(4, len(models)))
+    return _save(fig, path)
+
+
+def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
+    """Per set: each model's ``metric`` at its largest dim, one column per model."""
+    rows = _bar_rows(results, metric, None)
+    if rows.empty:
+        return ""
+    models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
+    lines = ["| eval set | source | task | " + " | ".join(models) + " | n |", "|" + "---|" * 3 + "---:|" * (len(models) + 1)]
+    for key in _group_order(rows):
+        g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
+        cells = [
+            _fmt_ci(g.at[m, "value"], g.at[m, "ci_low"], g.at[m, "ci_high"]) + (f" (d={int(g.at[m, 'dim'])})" if m != BM25_MODEL_NAME else "")
+            if m in g.index
+            else ""
+            for m in models
+        ]
+        lines.append("| " + " | ".join([*key, *cells, str(int(g["n"].max()))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(
+    results: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    notes: Sequence[str] = (),
+    *,
+    plots: Sequence[str | Path] = (),
+    title: str = "Retrieval evaluation report",
+) -> str:
+    """A full Markdown report: notes (skipped models/sets, ...), MRR@10 headline per set, significance
+    of the comparisons, the full leaderboard with CIs, and a short method section.
+
+    ``plots``: image paths (relative to where the report is written) embedded after the headline.
+    """
+    _check(results, RESULT_COLUMNS)
+    parts = [f"# {title}", ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    if not results.empty:
+        sets = results[list(GROUP_KEYS)].drop_duplicates()
+        parts += [
+            f"{results['model'].nunique()} models on {len(sets)} (eval set, source, task) sets, "
+            f"dims {sorted(set(results['dim'].astype(int)), reverse=True)}.",
+            "",
+        ]
+    parts += ["## MRR@10 at each model's largest dim (95% CI)", "", _headline(results) or "_No retrieval results._", ""]
+    for p in plots:
+        parts += [f"![{Path(p).stem}]({Path(p).as_posix()})", ""]
+    parts += ["## Comparisons", "", comparison_markdown(comparisons), "## Leaderboard", "", markdown_leaderboard(results)]
+    parts += [
+        "## Method",
+        "",
+        "- Each query is ranked against its candidate pool; ties are broken pessimistically "
+        "(a relevant document tied with a non-relevant one ranks below it).",
+        "- MRR@10, NDCG@10 (binary gains), Recall@1/5/10 (relevant in top k / all relevant), averaged over queries.",
+        "- CIs: percentile bootstrap over queries. Comparisons: paired bootstrap CI of the mean difference "
+        "and a two-sided paired randomisation test; p-values are not corrected for multiple comparisons.",
+        f"- `{BM25_MODEL_NAME}` has no dimension (same values at every dim); `{HYBRID_PREFIX}<model>` is "
+        "reciprocal-rank fusion of BM25 and that model (k=60, nothing tuned on test queries).",
+        "",
+    ]
+    return "\n".join(parts)

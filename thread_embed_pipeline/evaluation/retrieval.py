@@ -1,72 +1,94 @@
-"""Score eval sets with dense (Matryoshka-truncated) embedding models and a BM25 baseline.
+"""Score eval sets with dense embedders (Matryoshka dims), BM25 and BM25+dense hybrids.
 
-Pipeline: :func:`rank_retrieval` -> per-query pessimistic ranks (one row per
-model x source x task x dim x query); :func:`summarize_ranks` -> long metric table;
-:func:`evaluate_retrieval` does both.
+Pipeline: :func:`rank_retrieval` -> per-query metrics (one row per eval_set x model x source x
+task x dim x query; ``PER_QUERY_COLUMNS``); :func:`summarize` -> long table of means with
+bootstrap CIs over queries (``RESULT_COLUMNS``); :func:`evaluate_retrieval` does both.
 
-Dense models: every unique text of all eval sets is encoded ONCE per model at full
-dimension (:func:`encode_texts`), then, for each requested dim, truncated to the first
-``dim`` components and re-L2-normalised (:func:`truncate_and_normalize`); score = cosine.
-Texts are encoded with plain ``model.encode`` (no query/document prompts), so one
-embedding per unique text serves both roles.
+A set is one (eval_set, source, task) group of ``EVAL_SET_COLUMNS`` rows. Each query is
+scored against its own candidate pool (``candidate_ids``); its relevant documents are
+``relevant_ids`` (several allowed, e.g. BEIR qrels; an empty list falls back to
+``[positive_id]``). Metrics and the pessimistic tie rule are in :mod:`.metrics`.
 
-BM25 (``bm25s``, lowercase, English stop words, no stemming) has no dimension: its ranks
-are computed once per (source, task) and emitted once per requested dim with identical
-values, so every model x source x task x dim has rows and tables/plots stay rectangular.
+* Dense (any :class:`~.embedders.Embedder`): for every dim, the embedder is asked ONCE for all
+  unique texts of all sets (``embed(texts, dim)``, L2-normalised rows; a local
+  sentence-transformers model encodes each text once and truncates per dim); score = cosine.
+  A dim above the embedder's ``max_dim`` is skipped with a log line.
+* BM25 (``bm25s``, lowercase, English stop words, no stemming; one index per set over all its
+  documents): no dimension, so it is computed once per set and its rows repeated at every
+  requested dim (tables and plots stay rectangular). A query without indexable tokens scores
+  0 everywhere (so, pessimistically, its relevant documents rank last).
+* Hybrid ``"hybrid:<name>"``: reciprocal-rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009)
+  of the BM25 and the dense model's rankings of each query's pool,
+  ``score(d) = sum_s 1 / (rrf_k + rank_s(d))``, with competition ("min") ranks so tied
+  candidates get equal credit. RRF has no weights to tune (``rrf_k`` = 60, the paper's value),
+  so nothing is fitted on the test queries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
-from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, mean_metrics, pessimistic_rank
+from thread_embed_pipeline.evaluation.embedders import Embedder, l2_normalize, truncate_and_normalize
+from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, query_metrics
+from thread_embed_pipeline.evaluation.statistics import bootstrap_ci
 from thread_embed_pipeline.schemas import EVAL_SET_COLUMNS, missing_columns
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sentence_transformers import SentenceTransformer
 
 __all__ = [
     "BM25_MODEL_NAME",
+    "HYBRID_PREFIX",
+    "GROUP_KEYS",
     "RESULT_COLUMNS",
     "PER_QUERY_COLUMNS",
+    "RetrievalSet",
     "encode_texts",
     "truncate_and_normalize",
-    "score_dense",
-    "score_bm25",
+    "prepare_sets",
+    "dense_pool_scores",
+    "bm25_pool_scores",
+    "rrf_fuse",
+    "pool_metrics",
     "rank_retrieval",
-    "summarize_ranks",
+    "summarize",
     "evaluate_retrieval",
 ]
 
 BM25_MODEL_NAME = "bm25"
-RESULT_COLUMNS: tuple[str, ...] = ("model", "source", "task", "dim", "metric", "value", "n")
-PER_QUERY_COLUMNS: tuple[str, ...] = ("model", "source", "task", "dim", "record_id", "rank")
+HYBRID_PREFIX = "hybrid:"
+GROUP_KEYS: tuple[str, ...] = ("eval_set", "source", "task")
+RESULT_COLUMNS: tuple[str, ...] = ("eval_set", "model", "source", "task", "dim", "metric", "value", "ci_low", "ci_high", "n")
+PER_QUERY_COLUMNS: tuple[str, ...] = (
+    "eval_set",
+    "model",
+    "source",
+    "task",
+    "dim",
+    "record_id",
+    "n_relevant",
+    "first_relevant_rank",
+    *METRIC_NAMES,
+)
 
 Log = Callable[[str], None] | None
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
-
-
 def encode_texts(
-    model: SentenceTransformer,
+    model,
     texts: Sequence[str],
     *,
     batch_size: int = 64,
     log: Log = None,
     log_every: int = 20,
 ) -> np.ndarray:
-    """Full-dimension, L2-normalised float32 embeddings, one row per input text (input order).
+    """Full-dimension, L2-normalised float32 embeddings of a SentenceTransformer, one row per input text.
 
     Each unique text is encoded once (longest first, for efficient padding) and mapped
-    back. ``log(msg)`` is called every ``log_every`` batches and at the end.
+    back. ``log(msg)`` is called every ``log_every`` batches and at the end. (The helper
+    behind :class:`~.embedders.SentenceTransformerEmbedder`.)
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,12 +103,7 @@ def encode_texts(
     parts: list[np.ndarray] = []
     for start in range(0, len(order), chunk):
         batch_texts = [unique[i] for i in order[start : start + chunk]]
-        emb = model.encode(
-            batch_texts,
-            batch_size=batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
+        emb = model.encode(batch_texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
         parts.append(np.asarray(emb, dtype=np.float32))
         if log is not None:
             done = min(start + chunk, len(order))
@@ -95,187 +112,270 @@ def encode_texts(
     unique_emb = np.empty_like(sorted_emb)
     unique_emb[np.asarray(order)] = sorted_emb
     row_of = {t: i for i, t in enumerate(unique)}
-    return _l2_normalize(unique_emb[[row_of[t] for t in texts]])
+    return l2_normalize(unique_emb[[row_of[t] for t in texts]])
 
 
-def truncate_and_normalize(emb: np.ndarray, dim: int) -> np.ndarray:
-    """First ``dim`` components of each row (Matryoshka truncation), re-L2-normalised, float32."""
-    emb = np.asarray(emb, dtype=np.float32)
-    if not 1 <= dim <= emb.shape[-1]:
-        raise ValueError(f"dim {dim} out of range for embeddings of width {emb.shape[-1]}")
-    return _l2_normalize(emb[..., :dim])
+@dataclass(frozen=True)
+class RetrievalSet:
+    """One (eval_set, source, task) group, parsed: texts, per-query pools and relevance masks."""
+
+    eval_set: str
+    source: str
+    task: str
+    query_ids: tuple[str, ...]
+    query_texts: tuple[str, ...]
+    doc_ids: tuple[str, ...]
+    doc_texts: tuple[str, ...]
+    pools: tuple[np.ndarray, ...]  # per query: row indices into doc_ids, candidate order
+    relevant: tuple[np.ndarray, ...]  # per query: bool mask aligned with its pool
+    n_relevant: tuple[int, ...]  # per query: |relevant_ids| (recall denominator)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.eval_set, self.source, self.task)
 
 
-def _split_one_task(eval_set: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    missing = missing_columns(eval_set.columns, EVAL_SET_COLUMNS)
-    if missing:
-        raise ValueError(f"eval set is missing columns {missing}")
-    keys = eval_set[["source", "task"]].drop_duplicates()
-    if len(keys) > 1:
-        raise ValueError(f"expected one (source, task), got {keys.to_records(index=False).tolist()}")
-    queries = eval_set[eval_set["record_type"] == "query"]
-    docs = eval_set[eval_set["record_type"] == "document"]
+def _id_list(value) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [str(v) for v in value]
+
+
+def _parse_set(key: tuple[str, str, str], g: pd.DataFrame) -> RetrievalSet:
+    queries = g[g["record_type"] == "query"]
+    docs = g[g["record_type"] == "document"]
     if docs["record_id"].duplicated().any():
-        raise ValueError("duplicate document record_ids within one (source, task)")
-    return queries, docs
+        raise ValueError(f"duplicate document record_ids in {key}")
+    if queries["record_id"].duplicated().any():
+        raise ValueError(f"duplicate query record_ids in {key}")
+    doc_ids = [str(r) for r in docs["record_id"]]
+    doc_row = {rid: j for j, rid in enumerate(doc_ids)}
+    pools, relevant, n_relevant = [], [], []
+    for qid, cands, rel_ids, pos in zip(
+        queries["record_id"], queries["candidate_ids"], queries["relevant_ids"], queries["positive_id"]
+    ):
+        cands = _id_list(cands)
+        rel = set(_id_list(rel_ids)) or ({str(pos)} if isinstance(pos, str) and pos else set())
+        if not cands:
+            raise ValueError(f"query {qid} of {key} has no candidates")
+        if not rel:
+            raise ValueError(f"query {qid} of {key} has no relevant document")
+        unknown = [c for c in [*cands, *sorted(rel)] if c not in doc_row]
+        if unknown:
+            raise ValueError(f"query {qid} of {key} names {unknown[:3]} which are not documents of the set")
+        pools.append(np.fromiter((doc_row[c] for c in cands), dtype=np.int64, count=len(cands)))
+        relevant.append(np.fromiter((c in rel for c in cands), dtype=bool, count=len(cands)))
+        n_relevant.append(len(rel))
+    return RetrievalSet(
+        eval_set=key[0],
+        source=key[1],
+        task=key[2],
+        query_ids=tuple(str(q) for q in queries["record_id"]),
+        query_texts=tuple(str(t) for t in queries["text"]),
+        doc_ids=tuple(doc_ids),
+        doc_texts=tuple(str(t) for t in docs["text"]),
+        pools=tuple(pools),
+        relevant=tuple(relevant),
+        n_relevant=tuple(n_relevant),
+    )
 
 
-def _ranks_from_doc_scores(queries: pd.DataFrame, doc_row: dict[str, int], score_fn) -> pd.Series:
-    """Rank each query's positive within its pool, given ``score_fn(i, pool_rows) -> scores``."""
-    ranks = []
-    for i, (cands, pos) in enumerate(zip(queries["candidate_ids"], queries["positive_id"])):
-        cands = list(cands)
-        try:
-            pool = np.fromiter((doc_row[c] for c in cands), dtype=np.int64, count=len(cands))
-        except KeyError as exc:
-            raise ValueError(f"candidate {exc} of query {queries['record_id'].iloc[i]} is not a document") from None
-        ranks.append(pessimistic_rank(score_fn(i, pool), cands.index(pos)))
-    return pd.Series(np.asarray(ranks, dtype=np.int64), index=pd.Index(queries["record_id"].tolist(), name="record_id"), name="rank")
-
-
-def score_dense(eval_set_one_task: pd.DataFrame, embeddings_by_text: Mapping[str, np.ndarray], dim: int) -> pd.Series:
-    """Pessimistic rank of each query's positive (Series indexed by query record_id) by cosine at ``dim``."""
-    queries, docs = _split_one_task(eval_set_one_task)
-    if queries.empty:
-        return pd.Series([], dtype=np.int64, index=pd.Index([], name="record_id"), name="rank")
-    q = truncate_and_normalize(np.stack([embeddings_by_text[t] for t in queries["text"]]), dim)
-    d = truncate_and_normalize(np.stack([embeddings_by_text[t] for t in docs["text"]]), dim)
-    doc_row = {rid: j for j, rid in enumerate(docs["record_id"])}
-    return _ranks_from_doc_scores(queries, doc_row, lambda i, pool: d[pool] @ q[i])
-
-
-def score_bm25(eval_set_one_task: pd.DataFrame) -> pd.Series:
-    """Pessimistic rank of each query's positive by BM25 over all documents of the (source, task).
-
-    One index per (source, task); per query, scores for the whole index are computed and
-    the candidate pool picked out. A query with no indexable tokens scores 0 everywhere
-    (so, pessimistically, ranks last).
-    """
-    import bm25s
-
-    queries, docs = _split_one_task(eval_set_one_task)
-    if queries.empty:
-        return pd.Series([], dtype=np.int64, index=pd.Index([], name="record_id"), name="rank")
-    tok_kwargs = dict(lower=True, stopwords="en", stemmer=None, show_progress=False)
-    corpus_tokens = bm25s.tokenize(docs["text"].tolist(), return_ids=True, **tok_kwargs)
-    retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=False)
-    query_tokens = bm25s.tokenize(queries["text"].tolist(), return_ids=False, **tok_kwargs)
-    n_docs = len(docs)
-
-    def scores(i: int, pool: np.ndarray) -> np.ndarray:
-        toks = [t for t in query_tokens[i] if t and t in retriever.vocab_dict]
-        if not toks:
-            return np.zeros(len(pool), dtype=np.float32)
-        full = retriever.get_scores(toks)
-        assert len(full) == n_docs
-        return full[pool]
-
-    doc_row = {rid: j for j, rid in enumerate(docs["record_id"])}
-    return _ranks_from_doc_scores(queries, doc_row, scores)
-
-
-def _groups(eval_sets: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+def prepare_sets(eval_sets: pd.DataFrame) -> list[RetrievalSet]:
+    """Validate ``EVAL_SET_COLUMNS`` and parse each (eval_set, source, task) group with queries, sorted by key."""
+    missing = missing_columns(eval_sets.columns, EVAL_SET_COLUMNS)
+    if missing:
+        raise ValueError(f"eval sets are missing columns {missing}")
     if eval_sets.empty:
         return []
-    return [(str(s), str(t), g) for (s, t), g in eval_sets.groupby(["source", "task"], sort=True)]
+    out = []
+    for key, g in eval_sets.groupby(list(GROUP_KEYS), sort=True):
+        parsed = _parse_set(tuple(str(k) for k in key), g)
+        if parsed.query_ids:
+            out.append(parsed)
+    return out
 
 
-def _rank_frame(model: str, source: str, task: str, dim: int, ranks: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "model": model,
-            "source": source,
-            "task": task,
-            "dim": int(dim),
-            "record_id": ranks.index.astype(str),
-            "rank": ranks.to_numpy(dtype=np.int64),
-        }
-    )
+def dense_pool_scores(rset: RetrievalSet, query_emb: np.ndarray, doc_emb: np.ndarray) -> list[np.ndarray]:
+    """Per query: dot products (cosine for L2-normalised rows) of its pool's documents with the query."""
+    return [doc_emb[pool] @ query_emb[i] for i, pool in enumerate(rset.pools)]
+
+
+def bm25_pool_scores(rset: RetrievalSet) -> list[np.ndarray]:
+    """Per query: BM25 scores of its pool's documents (index over all documents of the set)."""
+    import bm25s
+
+    tok_kwargs = dict(lower=True, stopwords="en", stemmer=None, show_progress=False)
+    corpus_tokens = bm25s.tokenize(list(rset.doc_texts), return_ids=True, **tok_kwargs)
+    retriever = bm25s.BM25()
+    retriever.index(corpus_tokens, show_progress=False)
+    query_tokens = bm25s.tokenize(list(rset.query_texts), return_ids=False, **tok_kwargs)
+    out = []
+    for toks, pool in zip(query_tokens, rset.pools):
+        toks = [t for t in toks if t and t in retriever.vocab_dict]
+        if not toks:
+            out.append(np.zeros(len(pool), dtype=np.float32))
+            continue
+        full = retriever.get_scores(toks)
+        if len(full) != len(rset.doc_ids):
+            raise RuntimeError(f"bm25s returned {len(full)} scores for {len(rset.doc_ids)} documents")
+        out.append(np.asarray(full)[pool])
+    return out
+
+
+def rrf_fuse(rankings_scores: Sequence[np.ndarray], k: int = 60) -> np.ndarray:
+    """Reciprocal-rank fusion of several score vectors over the same candidates: sum_s 1 / (k + rank_s).
+
+    ``rank_s`` is the 1-based competition ("min") rank under score vector s (higher score =
+    better; NaN ranks last), so tied candidates receive identical credit.
+    """
+    if not rankings_scores:
+        raise ValueError("nothing to fuse")
+    if k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {k}")
+    fused = np.zeros(len(rankings_scores[0]), dtype=np.float64)
+    for s in rankings_scores:
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != fused.shape:
+            raise ValueError("score vectors to fuse differ in length")
+        ranks = rankdata(np.where(np.isnan(s), np.inf, -s), method="min")
+        fused += 1.0 / (k + ranks)
+    return fused
+
+
+def pool_metrics(rset: RetrievalSet, scores: Sequence[np.ndarray], *, model: str, dim: int) -> pd.DataFrame:
+    """``PER_QUERY_COLUMNS`` rows for one set scored by one model at one dim."""
+    rows = []
+    for qid, s, rel, n_rel in zip(rset.query_ids, scores, rset.relevant, rset.n_relevant):
+        m = query_metrics(s, rel, n_rel)
+        rows.append((qid, n_rel, m["first_relevant_rank"], *(m[name] for name in METRIC_NAMES)))
+    frame = pd.DataFrame(rows, columns=["record_id", "n_relevant", "first_relevant_rank", *METRIC_NAMES])
+    for col, val in (("eval_set", rset.eval_set), ("model", model), ("source", rset.source), ("task", rset.task), ("dim", int(dim))):
+        frame[col] = val
+    frame["n_relevant"] = frame["n_relevant"].astype(np.int64)
+    frame["first_relevant_rank"] = frame["first_relevant_rank"].astype(np.int64)
+    frame["dim"] = frame["dim"].astype(np.int64)
+    return frame[list(PER_QUERY_COLUMNS)]
+
+
+def _empty_per_query() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in PER_QUERY_COLUMNS})
 
 
 def rank_retrieval(
     eval_sets: pd.DataFrame,
-    models: Mapping[str, SentenceTransformer],
+    embedders: Mapping[str, Embedder],
     *,
     dims: Sequence[int],
     include_bm25: bool = True,
-    batch_size: int = 64,
+    hybrids: Sequence[str] = (),
+    rrf_k: int = 60,
     log: Log = None,
 ) -> pd.DataFrame:
-    """Per-query pessimistic ranks, columns ``PER_QUERY_COLUMNS`` (for metrics and bootstrap CIs).
+    """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
 
-    One encoding per model (all unique texts of all sets at once), then truncation per dim.
-    BM25 rows (model ``"bm25"``) repeat identical ranks for every dim.
+    ``embedders`` maps model name -> :class:`Embedder`; ``hybrids`` lists names of those whose
+    ranking is fused with BM25 by RRF (model ``"hybrid:<name>"``; the BM25 run itself is
+    only reported when ``include_bm25``). Each embedder is called once per dim with every
+    unique text of all sets; dims above its ``max_dim`` are skipped (logged), and so are the
+    matching hybrid rows. BM25 rows repeat identical values at every dim.
+    Pure: the inputs are not modified.
     """
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims) or len(set(dims)) != len(dims):
         raise ValueError(f"dims must be distinct positive ints, got {dims}")
-    if include_bm25 and BM25_MODEL_NAME in models:
+    if BM25_MODEL_NAME in embedders:
         raise ValueError(f"model name {BM25_MODEL_NAME!r} is reserved for the BM25 baseline")
-    groups = _groups(eval_sets)
-    frames: list[pd.DataFrame] = []
-    all_texts = list(dict.fromkeys(eval_sets["text"].tolist())) if groups else []
-    for name, model in models.items():
-        full_dim = model.get_embedding_dimension()
-        if full_dim is not None and max(dims) > full_dim:
-            raise ValueError(f"model {name!r} has dimension {full_dim} < requested dims {dims}")
-        if not groups:
-            continue
+    bad = [n for n in embedders if str(n).startswith(HYBRID_PREFIX)]
+    if bad:
+        raise ValueError(f"model names starting with {HYBRID_PREFIX!r} are reserved for hybrids: {bad}")
+    unknown = [h for h in hybrids if h not in embedders]
+    if unknown:
+        raise ValueError(f"hybrids {unknown} are not among the embedders {list(embedders)}")
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+
+    sets = prepare_sets(eval_sets)
+    if not sets:
+        return _empty_per_query()
+    bm25 = {}
+    if include_bm25 or hybrids:
+        bm25 = {rs.key: bm25_pool_scores(rs) for rs in sets}
         if log is not None:
-            log(f"[{name}] encoding {len(all_texts)} unique texts")
-        emb = encode_texts(model, all_texts, batch_size=batch_size, log=log)
-        by_text = dict(zip(all_texts, emb))
+            log(f"[{BM25_MODEL_NAME}] scored {len(sets)} (eval_set, source, task) sets")
+
+    texts = list(dict.fromkeys(t for rs in sets for t in (*rs.query_texts, *rs.doc_texts)))
+    row_of = {t: i for i, t in enumerate(texts)}
+    rows_by_set = {
+        rs.key: (np.array([row_of[t] for t in rs.query_texts]), np.array([row_of[t] for t in rs.doc_texts]))
+        for rs in sets
+    }
+    frames: list[pd.DataFrame] = []
+    for name, embedder in embedders.items():
+        max_dim = int(embedder.max_dim)
         for dim in dims:
-            for source, task, g in groups:
-                frames.append(_rank_frame(name, source, task, dim, score_dense(g, by_text, dim)))
+            if dim > max_dim:
+                if log is not None:
+                    log(f"[{name}] skipping dim={dim} > max_dim={max_dim}")
+                continue
+            emb = np.asarray(embedder.embed(texts, dim), dtype=np.float32)
+            if emb.shape != (len(texts), dim):
+                raise ValueError(f"embedder {name!r} returned shape {emb.shape}, expected {(len(texts), dim)}")
+            for rs in sets:
+                q_rows, d_rows = rows_by_set[rs.key]
+                dense = dense_pool_scores(rs, emb[q_rows], emb[d_rows])
+                frames.append(pool_metrics(rs, dense, model=name, dim=dim))
+                if name in hybrids:
+                    fused = [rrf_fuse([b, d], k=rrf_k) for b, d in zip(bm25[rs.key], dense)]
+                    frames.append(pool_metrics(rs, fused, model=f"{HYBRID_PREFIX}{name}", dim=dim))
             if log is not None:
-                log(f"[{name}] scored dim={dim}")
+                log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(texts)} unique texts)")
     if include_bm25:
-        for source, task, g in groups:
-            ranks = score_bm25(g)
-            frames.extend(_rank_frame(BM25_MODEL_NAME, source, task, dim, ranks) for dim in dims)
-        if log is not None and groups:
-            log(f"[{BM25_MODEL_NAME}] scored {len(groups)} (source, task) sets")
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in PER_QUERY_COLUMNS})
-    return pd.concat(frames, ignore_index=True)[list(PER_QUERY_COLUMNS)]
+        for rs in sets:
+            base = pool_metrics(rs, bm25[rs.key], model=BM25_MODEL_NAME, dim=dims[0])
+            frames.extend(base.assign(dim=np.int64(d)) for d in dims)
+    return pd.concat(frames, ignore_index=True)[list(PER_QUERY_COLUMNS)] if frames else _empty_per_query()
 
 
-def summarize_ranks(per_query: pd.DataFrame) -> pd.DataFrame:
-    """Long metric table (``RESULT_COLUMNS``): mean of each metric per model x source x task x dim; n = #queries."""
+def summarize(
+    per_query: pd.DataFrame,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Long table (``RESULT_COLUMNS``): per eval_set x model x source x task x dim x metric, the mean over
+    queries (``value``), its percentile-bootstrap CI (``ci_low``, ``ci_high``) and ``n`` = #queries."""
     rows = []
     if not per_query.empty:
-        for (model, source, task, dim), g in per_query.groupby(["model", "source", "task", "dim"], sort=False):
-            means = mean_metrics(g["rank"].to_numpy())
-            rows.extend(
-                {
-                    "model": model,
-                    "source": source,
-                    "task": task,
-                    "dim": int(dim),
-                    "metric": m,
-                    "value": means[m],
-                    "n": len(g),
-                }
-                for m in METRIC_NAMES
-            )
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        keys = ["eval_set", "model", "source", "task", "dim"]
+        metrics = [m for m in METRIC_NAMES if m in per_query.columns]
+        for key, g in per_query.groupby(keys, sort=False):
+            for metric in metrics:
+                vals = g[metric].to_numpy(dtype=np.float64)
+                low, high = bootstrap_ci(vals, confidence=confidence, n_resamples=n_resamples, seed=seed)
+                rows.append((*key, metric, float(vals.mean()), low, high, len(g)))
+    out = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    if not out.empty:
+        out["dim"] = out["dim"].astype(int)
+        out["n"] = out["n"].astype(int)
+    return out
 
 
 def evaluate_retrieval(
     eval_sets: pd.DataFrame,
-    models: Mapping[str, SentenceTransformer],
+    embedders: Mapping[str, Embedder],
     *,
     dims: Sequence[int],
     include_bm25: bool = True,
-    batch_size: int = 64,
+    hybrids: Sequence[str] = (),
+    rrf_k: int = 60,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
     log: Log = None,
 ) -> pd.DataFrame:
-    """``summarize_ranks(rank_retrieval(...))``: long table with columns model, source, task, dim, metric, value, n.
-
-    Call :func:`rank_retrieval` + :func:`summarize_ranks` yourself to keep the per-query ranks.
-    """
-    return summarize_ranks(
-        rank_retrieval(eval_sets, models, dims=dims, include_bm25=include_bm25, batch_size=batch_size, log=log)
+    """``summarize(rank_retrieval(...))``; call the two yourself to keep the per-query rows."""
+    per_query = rank_retrieval(
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, rrf_k=rrf_k, log=log
     )
+    return summarize(per_query, n_resamples=n_resamples, confidence=confidence, seed=seed)

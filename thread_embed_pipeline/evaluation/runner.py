@@ -104,7 +104,7 @@ def run_evaluation(
     return EvaluationOutputs(per_query=per_query, results=results, comparisons=comparisons, notes=list(notes))
 
 
-def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, header: str = "") -> EvaluationOutputs:
+def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, title: str = "Eval report") -> EvaluationOutputs:
     """Markdown report, Parquet tables and PNG plots under ``out_dir`` (each written atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,8 @@ def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, header: str
         "matryoshka_plot": plot_matryoshka(outputs.results, out_dir / "matryoshka_mrr10.png"),
         "bars_plot": plot_eval_set_bars(outputs.results, out_dir / "eval_sets_mrr10.png"),
     }
-    outputs.markdown = (header + "\n\n" if header else "") + report_markdown(outputs.results, outputs.comparisons, outputs.notes)
+    plots = [files["matryoshka_plot"].name, files["bars_plot"].name]
+    outputs.markdown = report_markdown(outputs.results, outputs.comparisons, outputs.notes, plots=plots, title=title)
     for name, frame in (("results", outputs.results), ("comparisons", outputs.comparisons), ("per_query", outputs.per_query)):
         path = out_dir / f"{name}.parquet"
         tmp = path.with_suffix(".parquet.tmp")

@@ -125,7 +125,7 @@ def compare_models(
     metrics: Sequence[str] = ("mrr@10", "ndcg@10"),
     confidence: float = 0.95,
     n_resamples: int = 1000,
-    n_permutations: int = 10_000,
+    n_permutations: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Every model vs. each reference model, paired over the queries both were scored on.
@@ -136,7 +136,8 @@ def compare_models(
     "base vs bm25" appears as well as "bm25 vs base"), the rows are joined on ``record_id``;
     ``value``/``reference_value`` are the two means over the ``n`` common queries,
     ``delta = value - reference_value``, ``[ci_low, ci_high]`` its paired bootstrap CI and
-    ``p_value`` the paired randomisation test. Columns: ``COMPARISON_COLUMNS``.
+    ``p_value`` the paired randomisation test with ``n_permutations`` random sign flips (p resolution
+    ~1e-3; a test costs ~0.1 s per 500 queries on 2 CPU cores). Columns: ``COMPARISON_COLUMNS``.
     """
     missing = [c for c in [*_GROUP_KEYS, "model", "record_id", *metrics] if c not in per_query.columns]
     if missing:
