@@ -4,13 +4,27 @@ Matryoshka Representation Learning (Kusupati et al., 2022) trains the first ``d`
 embedding to work on their own for every ``d`` in ``matryoshka_dims``; the inner loss is
 MultipleNegativesRankingLoss (Henderson et al., 2017): every other positive in the batch is a
 negative. Training runs on sentence-transformers' ``SentenceTransformerTrainer``.
+
+Options (all ``TrainingSettings`` fields; the defaults keep the original behaviour):
+
+* ``batch_sampler="conversation_disjoint"``: no two pairs of one conversation and no repeated text in
+  a batch (``thread_embed_pipeline.batching``), against in-batch false negatives.
+* ``loss="cached_mnrl"``: CachedMultipleNegativesRankingLoss (GradCache) inside MatryoshkaLoss, so big
+  batches (128-512) fit in memory; ``mini_batch_size`` rows are embedded with gradients at a time.
+* ``matryoshka_weights``: per-dimension weights for MatryoshkaLoss.
+* hard negatives: a ``negative`` column filled for every row trains on (anchor, positive, negative)
+  triplets; see ``_select_columns`` for partially filled columns and ``use_negatives``.
+* ``save_steps``: Trainer checkpoints in the work folder, and an interrupted run resumes from them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import resource
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -80,6 +94,22 @@ class TrainingSettings:
     bf16: bool | None = None  # None: on where the device supports it
     seed: int = 42
     logging_steps: int = 10
+    # "no_duplicates": sentence-transformers' NoDuplicatesBatchSampler (no repeated text in a batch);
+    # "conversation_disjoint": additionally no two pairs of one conversation (needs conversation_id)
+    batch_sampler: str = "no_duplicates"
+    # "mnrl": MultipleNegativesRankingLoss; "cached_mnrl": its GradCache variant (big batches, same loss)
+    loss: str = "mnrl"
+    mini_batch_size: int = 32  # cached_mnrl only: rows embedded with gradients at once
+    matryoshka_weights: tuple[float, ...] | None = None  # one positive weight per dim; None: all 1
+    # rows with a hard negative when only some have one: False trains on pairs (the column is
+    # dropped), True keeps only the rows with a negative and trains on triplets
+    use_negatives: bool = False
+    save_steps: int | None = None  # checkpoint every N optimizer steps (keeps 2) and resume from them
+
+
+BATCH_SAMPLERS = ("no_duplicates", "conversation_disjoint")
+LOSSES = ("mnrl", "cached_mnrl")
+RESUME_STATE_FILE = "resume_fingerprint.json"
 
 
 @dataclass
@@ -93,6 +123,11 @@ class TrainingResult:
     bf16: bool
     device: str
     loss_history: list[dict] = field(default_factory=list)
+    columns: list[str] = field(default_factory=lambda: ["anchor", "positive"])  # the text columns trained on
+    dropped_without_negative: int = 0  # rows left out by use_negatives=True
+    resumed_from_step: int | None = None  # the checkpoint step an interrupted run resumed from
+    peak_rss_mb: float | None = None  # the process's peak resident memory (ru_maxrss), whole process lifetime
+    peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during training, on CUDA only
 
 
 def _validate(settings: TrainingSettings, embedding_dim: int) -> None:
@@ -105,6 +140,102 @@ def _validate(settings: TrainingSettings, embedding_dim: int) -> None:
         raise ValueError(f"matryoshka_dims {dims} exceed the model's embedding size {embedding_dim}")
     if settings.batch_size < 2:
         raise ValueError("batch_size must be >= 2: MultipleNegativesRankingLoss needs in-batch negatives")
+    _validate_options(settings)
+
+
+def _validate_options(settings: TrainingSettings) -> None:
+    """Checks that need no model (run before loading it)."""
+    if settings.batch_sampler not in BATCH_SAMPLERS:
+        raise ValueError(f"batch_sampler must be one of {BATCH_SAMPLERS}, got {settings.batch_sampler!r}")
+    if settings.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {settings.loss!r}")
+    if settings.mini_batch_size < 1:
+        raise ValueError(f"mini_batch_size must be >= 1, got {settings.mini_batch_size}")
+    if settings.matryoshka_weights is not None:
+        weights = list(settings.matryoshka_weights)
+        if len(weights) != len(settings.matryoshka_dims):
+            raise ValueError(f"matryoshka_weights {weights} must have one weight per dim in {list(settings.matryoshka_dims)}")
+        if not all(float(w) > 0 for w in weights):
+            raise ValueError(f"matryoshka_weights must all be positive, got {weights}")
+    if settings.save_steps is not None and settings.save_steps < 1:
+        raise ValueError(f"save_steps must be >= 1 or None, got {settings.save_steps}")
+
+
+def _has_text(values: pd.Series) -> pd.Series:
+    """True where the value is a non-blank string (null, NaN, None and "" count as missing)."""
+    return values.map(lambda value: isinstance(value, str) and value.strip() != "").astype(bool)
+
+
+def _select_columns(pairs: pd.DataFrame, settings: TrainingSettings, log: Callable[[str], None]) -> tuple[pd.DataFrame, list[str], int]:
+    """The rows and text columns to train on, and how many rows were dropped for lack of a negative.
+
+    A ``negative`` column (hard negative text; null or blank where there is none) is used as follows:
+
+    * filled for every row: train on (anchor, positive, negative) triplets; MNRL scores the negative
+      as one more candidate for its anchor, next to all in-batch positives and negatives;
+    * filled for some rows, ``use_negatives=False`` (default): the column is dropped and all rows train
+      as pairs (a batch must have one shape, and dropping rows silently would shrink the data);
+    * filled for some rows, ``use_negatives=True``: only the rows with a negative are kept (the count
+      dropped is logged and reported), trained as triplets;
+    * absent or empty: pairs; ``use_negatives=True`` then is an error.
+    """
+    columns = ["anchor", "positive"]
+    dropped = 0
+    if "negative" in pairs.columns:
+        has_negative = _has_text(pairs["negative"])
+        with_negative = int(has_negative.sum())
+        if with_negative == len(pairs) and len(pairs):
+            columns.append("negative")
+            log(f"training on (anchor, positive, negative) triplets: every one of the {len(pairs)} rows has a hard negative")
+        elif with_negative and settings.use_negatives:
+            dropped = len(pairs) - with_negative
+            pairs = pairs[has_negative]
+            columns.append("negative")
+            log(f"use_negatives=True: kept the {with_negative} rows with a hard negative, dropped {dropped} without one")
+        elif with_negative:
+            log(f"only {with_negative} of {len(pairs)} rows have a hard negative: training on pairs without negatives (set use_negatives=True to train on those {with_negative} triplets only)")
+        elif settings.use_negatives:
+            raise ValueError("use_negatives=True but no row has a hard negative")
+    elif settings.use_negatives:
+        raise ValueError("use_negatives=True but the training pairs have no 'negative' column")
+    return pairs.reset_index(drop=True), columns, dropped
+
+
+def _fingerprint(settings: TrainingSettings, frame: pd.DataFrame) -> str:
+    """What a checkpoint must match to be resumed: the settings and the exact training rows."""
+    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+    return digest.hexdigest()
+
+
+def _resume_checkpoint(work_dir: Path, fingerprint: str, log: Callable[[str], None]) -> str | None:
+    """The latest Trainer checkpoint of an interrupted run with the same fingerprint, else None.
+
+    A work folder from a run with other settings or data is cleared, so it is never resumed.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not work_dir.is_dir():
+        return None
+    state_file = work_dir / RESUME_STATE_FILE
+    saved = json.loads(state_file.read_text()).get("fingerprint") if state_file.exists() else None
+    if saved != fingerprint:
+        if any(work_dir.iterdir()):
+            log(f"clearing {work_dir}: its checkpoints belong to a run with other settings or data")
+        shutil.rmtree(work_dir)
+        return None
+    return get_last_checkpoint(str(work_dir))
+
+
+def _share_trained(steps: int, resumed_from_step: int | None) -> float:
+    if not resumed_from_step or not steps:
+        return 1.0
+    return max(steps - resumed_from_step, 0) / steps
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def train_matryoshka_model(
@@ -115,24 +246,35 @@ def train_matryoshka_model(
     log: Callable[[str], None] = print,
     work_dir: Path | None = None,
     device: str | None = None,
+    callbacks: Sequence = (),
 ):
-    """Train on ``pairs`` (columns anchor, positive) and save the model to ``output_dir`` (safetensors).
+    """Train on ``pairs`` (columns anchor, positive; optional negative, conversation_id) and save the model to ``output_dir`` (safetensors).
 
     The model is written to a temporary sibling folder and renamed into place, so an interrupted run
-    leaves the previous checkpoint intact. Returns the trained model and a ``TrainingResult``.
+    leaves the previous checkpoint intact. With ``settings.save_steps`` the Trainer checkpoints into
+    ``work_dir`` (default: the hidden sibling ``.<name>.trainer``), and a rerun with the same settings
+    and pairs resumes from the latest checkpoint there; the folder is removed only once the model is
+    saved. ``callbacks`` are extra ``transformers.TrainerCallback`` objects. Returns the trained model
+    and a ``TrainingResult``.
     """
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss, MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import PrinterCallback, TrainerCallback
 
-    if len(pairs) < settings.batch_size:
-        raise ValueError(f"{len(pairs)} training pairs are fewer than one batch ({settings.batch_size})")
+    from thread_embed_pipeline.batching import ConversationDisjointSamplerFactory
+
     for column in ("anchor", "positive"):
         if column not in pairs.columns:
             raise ValueError(f"training pairs lack the column {column!r}")
+    _validate_options(settings)
+    if settings.batch_sampler == "conversation_disjoint" and "conversation_id" not in pairs.columns:
+        raise ValueError("batch_sampler='conversation_disjoint' needs a 'conversation_id' column in the training pairs")
+    pairs, text_columns, dropped_without_negative = _select_columns(pairs, settings, log)
+    if len(pairs) < settings.batch_size:
+        raise ValueError(f"{len(pairs)} training pairs are fewer than one batch ({settings.batch_size})")
 
     torch.manual_seed(settings.seed)
     device = device or default_device()
@@ -142,11 +284,32 @@ def train_matryoshka_model(
     model.max_seq_length = settings.max_seq_length
     bf16 = settings.bf16 if settings.bf16 is not None else (device == "cuda" or cpu_supports_bf16())
 
-    loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=list(settings.matryoshka_dims))
-    dataset = Dataset.from_pandas(pairs[["anchor", "positive"]].reset_index(drop=True), preserve_index=False)
+    if settings.loss == "cached_mnrl":
+        # GradCache: embeds the batch without gradients, caches the loss gradient w.r.t. the
+        # embeddings, then re-embeds mini_batch_size rows at a time with gradients. MatryoshkaLoss
+        # detects it (uses_gradient_cache) and decorates its calculate_loss with the dims.
+        inner_loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size)
+    else:
+        inner_loss = MultipleNegativesRankingLoss(model)
+    weights = list(settings.matryoshka_weights) if settings.matryoshka_weights is not None else None
+    loss = MatryoshkaLoss(model, inner_loss, matryoshka_dims=list(settings.matryoshka_dims), matryoshka_weights=weights)
+    # only the text columns reach the loss (column order = anchor, positive[, negative])
+    dataset = Dataset.from_pandas(pairs[text_columns], preserve_index=False)
+    if settings.batch_sampler == "conversation_disjoint":
+        # the conversation ids ride in the sampler factory, aligned with the dataset rows
+        batch_sampler = ConversationDisjointSamplerFactory(pairs["conversation_id"].tolist())
+    else:
+        # no two identical texts in one batch: they would be false in-batch negatives
+        batch_sampler = BatchSamplers.NO_DUPLICATES
 
     output_dir = Path(output_dir)
     work_dir = Path(work_dir) if work_dir else output_dir.parent / f".{output_dir.name}.trainer"
+    resume_from = None
+    if settings.save_steps:
+        fingerprint = _fingerprint(settings, pairs[[*text_columns, *(["conversation_id"] if "conversation_id" in pairs.columns else [])]])
+        resume_from = _resume_checkpoint(work_dir, fingerprint, log)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / RESUME_STATE_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=settings.epochs,
@@ -158,9 +321,11 @@ def train_matryoshka_model(
         seed=settings.seed,
         data_seed=settings.seed,
         # no two identical texts in one batch: they would be false in-batch negatives
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=batch_sampler,
         logging_steps=settings.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500,
+        save_total_limit=2,
         report_to="none",
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
@@ -176,12 +341,23 @@ def train_matryoshka_model(
                 history.append(entry)
                 log(f"training step {state.global_step}/{state.max_steps}: loss {entry['loss']:.4f} ({entry['elapsed_s']} s)")
 
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[LogProgress()])
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[LogProgress(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # LogProgress reports through `log` instead of stdout
-    log(f"training {settings.base_model} on {len(pairs)} pairs, batch {settings.batch_size}, dims {list(settings.matryoshka_dims)}, bf16={bf16}, device={device}")
+    log(
+        f"training {settings.base_model} on {len(pairs)} {'triplets' if 'negative' in text_columns else 'pairs'}, batch {settings.batch_size}, "
+        f"dims {list(settings.matryoshka_dims)}, loss {settings.loss}, sampler {settings.batch_sampler}, bf16={bf16}, device={device}"
+    )
+    resumed_from_step = None
+    if resume_from:
+        resumed_from_step = int(Path(resume_from).name.rsplit("-", 1)[-1])
+        log(f"resumed from checkpoint {resume_from} at step {resumed_from_step}")
+    on_cuda = str(device).startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
+    peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None
 
     model.max_seq_length = eval_max_seq_length
     tmp_dir = output_dir.parent / f".{output_dir.name}.tmp"
@@ -193,11 +369,17 @@ def train_matryoshka_model(
         train_pairs=len(pairs),
         steps=int(trainer.state.global_step),
         seconds=round(seconds, 1),
-        pairs_per_second=round(len(pairs) * settings.epochs / seconds, 2) if seconds else 0.0,
+        # rows trained in this call (a resumed run only trains the steps after its checkpoint)
+        pairs_per_second=round(len(pairs) * settings.epochs * _share_trained(trainer.state.global_step, resumed_from_step) / seconds, 2) if seconds else 0.0,
         final_loss=history[-1]["loss"] if history else None,
         bf16=bool(bf16),
         device=device,
         loss_history=history,
+        columns=text_columns,
+        dropped_without_negative=dropped_without_negative,
+        resumed_from_step=resumed_from_step,
+        peak_rss_mb=_peak_rss_mb(),
+        peak_gpu_mb=peak_gpu_mb,
     )
     (tmp_dir / "training_config.json").write_text(json.dumps({"settings": asdict(settings), "result": _result_json(result)}, indent=2, default=str))
     if output_dir.exists():

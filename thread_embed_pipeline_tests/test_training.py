@@ -66,3 +66,97 @@ def test_bundled_minilm_resolves_to_the_package_weights():
     path = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
     assert path.endswith("model")
     assert resolve_model_path("BAAI/bge-base-en-v1.5") == "BAAI/bge-base-en-v1.5"
+
+
+def _conversation_pairs(n: int, per_conversation: int = 3, negatives: bool = True) -> pd.DataFrame:
+    frame = _pairs(n)
+    frame["conversation_id"] = [f"conv{i // per_conversation}" for i in range(n)]
+    frame["strategy"], frame["source"], frame["split"] = "thread", "toy", "train"
+    if negatives:  # a hard negative from another conversation, half-way round
+        frame["negative"] = [frame["positive"][(i + n // 2) % n].replace("helper", "other") for i in range(n)]
+    return frame
+
+
+def test_conversation_disjoint_cached_mnrl_weighted_triplet_run(tiny_model_dir, tmp_path, monkeypatch):
+    from thread_embed_pipeline import batching
+
+    seen: list[list[int]] = []
+    plan = batching.ConversationDisjointBatchSampler.plan
+    monkeypatch.setattr(batching.ConversationDisjointBatchSampler, "plan", lambda self: seen.extend(batches := plan(self)) or batches)
+    pairs = _conversation_pairs(16, per_conversation=2)  # 2 batches: a conversation can have at most 2 pairs
+    settings = TrainingSettings(
+        base_model=str(tiny_model_dir), matryoshka_dims=(32, 16, 8), matryoshka_weights=(1.0, 0.5, 0.25), batch_size=8,
+        max_seq_length=32, learning_rate=1e-3, bf16=False, logging_steps=1,
+        batch_sampler="conversation_disjoint", loss="cached_mnrl", mini_batch_size=4,
+    )
+    logs: list[str] = []
+    _, result = train_matryoshka_model(pairs, settings, tmp_path / "m", log=logs.append, device="cpu")
+    assert result.steps == 2 and result.columns == ["anchor", "positive", "negative"]
+    assert result.final_loss is not None and np.isfinite(result.final_loss)
+    assert any("triplets" in line for line in logs)
+    assert result.peak_rss_mb and result.peak_rss_mb > 10 and result.peak_gpu_mb is None
+    assert seen, "the conversation-disjoint sampler was not used"
+    for batch in seen:
+        assert len(set(pairs["conversation_id"][batch])) == len(batch)
+    config = json.loads((tmp_path / "m" / "training_config.json").read_text())
+    assert config["settings"]["loss"] == "cached_mnrl" and config["result"]["peak_rss_mb"] == result.peak_rss_mb
+
+
+def test_partial_negatives_train_as_pairs_unless_use_negatives(tiny_model_dir):
+    from thread_embed_pipeline.training import _select_columns
+
+    pairs = _conversation_pairs(10)
+    pairs.loc[[1, 4, 7], "negative"] = [None, "", np.nan]
+    logs: list[str] = []
+    frame, columns, dropped = _select_columns(pairs, TrainingSettings(), logs.append)
+    assert columns == ["anchor", "positive"] and len(frame) == 10 and dropped == 0 and "7 of 10" in logs[-1]
+    frame, columns, dropped = _select_columns(pairs, TrainingSettings(use_negatives=True), logs.append)
+    assert columns == ["anchor", "positive", "negative"] and len(frame) == 7 and dropped == 3
+    assert list(frame.index) == list(range(7)) and frame["negative"].map(bool).all()
+    with pytest.raises(ValueError, match="no 'negative' column"):
+        _select_columns(_pairs(4), TrainingSettings(use_negatives=True), logs.append)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"matryoshka_weights": (1.0, 0.5)}, "one weight per dim"),
+        ({"matryoshka_weights": (1.0, 0.0, 1.0)}, "positive"),
+        ({"batch_sampler": "random"}, "batch_sampler must be"),
+        ({"loss": "triplet"}, "loss must be"),
+        ({"save_steps": 0}, "save_steps"),
+    ],
+)
+def test_bad_options_are_rejected(tiny_model_dir, tmp_path, overrides, message):
+    settings = TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32, 16, 8), batch_size=4, bf16=False, **overrides)
+    with pytest.raises(ValueError, match=message):
+        train_matryoshka_model(_pairs(8), settings, tmp_path / "x", log=lambda _: None, device="cpu")
+
+
+def test_conversation_disjoint_needs_conversation_ids(tmp_path):
+    with pytest.raises(ValueError, match="conversation_id"):
+        train_matryoshka_model(_pairs(8), TrainingSettings(batch_size=4, batch_sampler="conversation_disjoint"), tmp_path / "x", device="cpu")
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, _args, state, _control, **_kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated interruption after step 3")
+
+    settings = TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32, 16), batch_size=4, max_seq_length=32, bf16=False, logging_steps=1, save_steps=1, batch_sampler="conversation_disjoint")
+    pairs, out = _conversation_pairs(16, per_conversation=2, negatives=False), tmp_path / "m"
+    work = tmp_path / ".m.trainer"
+    with pytest.raises(KeyboardInterrupt):
+        train_matryoshka_model(pairs, settings, out, log=lambda _: None, device="cpu", callbacks=[Crash()])
+    assert not out.exists()
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # the last 2 kept; step 3 crashed before its save
+
+    logs: list[str] = []
+    _, result = train_matryoshka_model(pairs, settings, out, log=logs.append, device="cpu")
+    assert result.resumed_from_step == 2 and result.steps == 4
+    assert any("resumed from checkpoint" in line and "checkpoint-2" in line for line in logs)
+    assert [entry["step"] for entry in result.loss_history] == [3, 4]  # global step continued, not restarted
+    assert (out / "model.safetensors").exists() and not work.exists()  # work folder gone after the save
