@@ -18,6 +18,7 @@ def leakage_findings(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> d
     return {
         "shared_conversation_ids": len(shared_conversations),
         "pairs_with_eval_text": int((training_pairs["anchor"].isin(texts) | training_pairs["positive"].isin(texts)).sum()),
+        "negatives_with_eval_text": int(training_pairs["negative"].isin(texts).sum()) if "negative" in training_pairs.columns else 0,
         "non_train_pairs": int((training_pairs["split"] != "train").sum()),
     }
 

@@ -238,6 +238,10 @@ def select_training_pairs(
         frame = drop(frame["anchor"].isin(texts) | frame["positive"].isin(texts), "equals_eval_text", frame)
     frame = drop(frame["anchor"].str.strip() == frame["positive"].str.strip(), "anchor_equals_positive", frame)
     frame = drop(frame.duplicated(subset=["anchor", "positive"], keep="first"), "duplicate", frame)
+    if "negative" in frame.columns and eval_texts:
+        # a negative equal to an eval text would leak it too; keep the pair, lose the negative
+        leaked_negative = frame["negative"].isin(set(eval_texts))
+        frame = frame.assign(negative=frame["negative"].where(~leaked_negative, None))
 
     stats.available_by_strategy = frame["strategy"].value_counts().sort_index().to_dict()
     shares = {s: float(v) for s, v in strategy_shares.items() if v > 0}
@@ -268,4 +272,5 @@ def select_training_pairs(
     stats.kept = len(selected)
     stats.kept_by_strategy = selected["strategy"].value_counts().sort_index().to_dict()
     stats.kept_by_source = selected["source"].value_counts().sort_index().to_dict()
-    return selected[list(PAIR_COLUMNS)], stats
+    columns = list(PAIR_COLUMNS) + (["negative"] if "negative" in selected.columns else [])
+    return selected[columns], stats

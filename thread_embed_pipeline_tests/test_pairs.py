@@ -115,3 +115,10 @@ def test_excluded_sources_are_left_out_and_counted(corpus):
     selected, stats = select_training_pairs(both, budget=10_000, strategy_shares={"thread": 1, "query_response": 1, "adjacency": 1}, seed=0, exclude_sources={"other"})
     assert set(selected["source"]) == {"toy"}
     assert stats.dropped["excluded_source"] == int((other["split"] == "train").sum())
+
+
+def test_a_negative_equal_to_an_eval_text_is_cleared_not_kept(corpus):
+    pairs, _ = build_pairs(corpus, seed=0)
+    pairs = pairs.assign(negative="ann: some other thread")
+    selected, _ = select_training_pairs(pairs, budget=10_000, strategy_shares={"thread": 1}, seed=0, eval_texts={"ann: some other thread"})
+    assert "negative" in selected.columns and selected["negative"].isna().all()

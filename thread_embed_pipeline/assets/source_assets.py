@@ -8,6 +8,7 @@ import pandas as pd
 
 from thread_embed_pipeline.assets.metadata import accounting_metadata, table_md
 from thread_embed_pipeline.corpus import build_corpus
+from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.download import ensure_source_files
@@ -24,6 +25,9 @@ class PairsConfig(dg.Config):
     query_response_pairs_per_conversation: int = 3
     adjacency_window_messages: int = 5
     adjacency_pairs_per_conversation: int = 2
+    # a hard negative per pair from another thread of the same channel at the same time (None if none)
+    hard_negatives: bool = True
+    hard_negative_window_minutes: int = 30
 
 
 def slice_files(files: list[str], max_per_folder: int | None) -> list[str]:
@@ -128,12 +132,16 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
             adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
         )
         frame, stats = build_pairs(corpus, seed=config.seed, settings=settings)
+        negative_counts: dict = {}
+        if config.hard_negatives:
+            frame, negative_counts = add_chat_hard_negatives(frame, corpus, seed=config.seed, window_minutes=config.hard_negative_window_minutes)
         meta = {
             "conversations": stats["conversations"],
             "skipped_short_conversations": stats["skipped_short_conversations"],
             "skipped_identical_sides": stats["skipped_identical_sides"],
             **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
             **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
+            **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in negative_counts.items()},
             "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
         }
         context.add_output_metadata(meta)

@@ -43,10 +43,18 @@ class ModelConfig(dg.Config):
     max_seq_length: int = 128
     bf16: Optional[bool] = None
     seed: int = 42
+    batch_sampler: str = "no_duplicates"  # or "conversation_disjoint": no two pairs of one conversation per batch
+    loss: str = "mnrl"  # or "cached_mnrl": GradCache, for batches of 128-512 in CPU memory
+    mini_batch_size: int = 32
+    matryoshka_weights: Optional[list[float]] = None
+    use_negatives: bool = False  # train on (anchor, positive, chat hard negative) triplets only
+    save_steps: Optional[int] = None  # checkpoint every N steps; a rerun resumes from the last one
 
     def settings(self) -> TrainingSettings:
         values = self.model_dump(exclude={"model_name"})
         values["matryoshka_dims"] = tuple(values["matryoshka_dims"])
+        if values["matryoshka_weights"] is not None:
+            values["matryoshka_weights"] = tuple(values["matryoshka_weights"])
         return TrainingSettings(**values)
 
 
@@ -109,6 +117,8 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "final_loss": result.final_loss,
         "bf16": result.bf16,
         "device": result.device,
+        "peak_rss_mb": result.peak_rss_mb,
+        "peak_gpu_mb": result.peak_gpu_mb,
         "settings": config.model_dump(),
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
@@ -125,6 +135,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
             "final_loss": result.final_loss if result.final_loss is not None else float("nan"),
             "bf16": result.bf16,
             "device": result.device,
+            "peak_rss_mb": float(result.peak_rss_mb or 0.0),
             "loss_curve": table_md(losses, max_rows=50) if not losses.empty else "no loss logged",
         }
     )
