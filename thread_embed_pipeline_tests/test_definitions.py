@@ -86,3 +86,12 @@ def test_registered_external_sets_become_assets_feeding_the_report(tmp_path):
     graph = custom.resolve_asset_graph()
     key = dg.AssetKey(["external_eval", "chat_pools"])
     assert key in graph.get(dg.AssetKey("eval_report")).parent_keys
+
+
+def test_model_config_switches_reach_the_training_settings():
+    from thread_embed_pipeline.assets.training_assets import ModelConfig
+
+    settings = ModelConfig(loss="cached_mnrl", batch_sampler="conversation_disjoint", matryoshka_weights=[1, 1, 1.5, 2], use_negatives=True, save_steps=20).settings()
+    assert settings.loss == "cached_mnrl" and settings.batch_sampler == "conversation_disjoint"
+    assert settings.matryoshka_weights == (1, 1, 1.5, 2) and settings.matryoshka_dims == (384, 256, 128, 64)
+    assert settings.use_negatives and settings.save_steps == 20
