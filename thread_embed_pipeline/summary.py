@@ -61,7 +61,7 @@ def main() -> int:
     print()
     print(f"Eval report: {report_md}")
     print(f"Matryoshka plot: {reports / 'matryoshka_mrr10.png'}")
-    print(f"DuckDB tables: {paths.data_dir() / 'warehouse.duckdb'} (eval_results, eval_per_query)")
+    print(f"DuckDB tables: {paths.data_dir() / 'warehouse.duckdb'} (eval_results, eval_comparisons, eval_per_query)")
     return 0
 
 
