@@ -7,12 +7,14 @@ import hashlib
 import http.server
 import json
 import re
+import tempfile
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from thread_embed_pipeline.paths import PROJECT_ROOT
 from thread_embed_pipeline.schemas import RAW_COLUMNS
 from thread_embed_pipeline.sources import (
     SOURCES,
@@ -129,7 +131,9 @@ def test_manifests_are_portable_and_pinned(name):
         assert f["url"].startswith("https://raw.githubusercontent.com/")
         assert any(f["url"].startswith(f"https://raw.githubusercontent.com/{r}/{c}/") for r, c in pinned)
     text = json.dumps(m)
-    assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text
+    # no folder of the machine that generated the manifest (project, mirror, home, temp) leaks into it
+    for local in {str(PROJECT_ROOT), str(PROJECT_ROOT.parent), str(Path.home()), tempfile.gettempdir()}:
+        assert local not in text
     expected = {"irc_disentangle": 346, "slack_dev_chats": 5, "discord_disco": 9}[name]
     assert len(m["files"]) == expected
 
