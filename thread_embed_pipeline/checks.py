@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
+import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from thread_embed_pipeline.assets.source_assets import corpus_key, pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_texts
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_COLUMNS, SPLITS, missing_columns
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
 
 
@@ -67,6 +72,34 @@ def _corpus_check(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
+def corpus_file_findings(path: Path) -> tuple[dict[str, int], int]:
+    """``corpus_findings`` for a corpus Parquet file, computed by DuckDB without loading it."""
+    columns = pq.ParquetFile(path).schema_arrow.names
+    missing = missing_columns(columns, CORPUS_COLUMNS)
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if missing:
+        return {"missing_columns": len(missing)}, rows
+    splits = ", ".join(f"'{s}'" for s in SPLITS)
+    with duckdb.connect() as con:
+        literal = str(path).replace("'", "''")  # DDL takes no bound parameters
+        con.execute(f"CREATE VIEW c AS SELECT * FROM read_parquet('{literal}')")
+        unknown, empty = con.execute(
+            f"SELECT count(*) FILTER (WHERE split IS NULL OR split NOT IN ({splits})), "
+            "count(*) FILTER (WHERE coalesce(trim(text), '') = '') FROM c"
+        ).fetchone()
+        several = con.execute("SELECT count(*) FROM (SELECT conversation_id FROM c GROUP BY 1 HAVING count(DISTINCT split) > 1)").fetchone()[0]
+    return {"missing_columns": 0, "unknown_split": int(unknown), "empty_text": int(empty), "conversations_in_several_splits": int(several)}, rows
+
+
+def _streamed_corpus_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True)
+    def check(corpus: Path) -> dg.AssetCheckResult:
+        findings, rows = corpus_file_findings(corpus)
+        return dg.AssetCheckResult(passed=rows > 0 and not any(findings.values()), metadata={**findings, "rows": rows})
+
+    return check
+
+
 def _pairs_check(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=pairs_key(name), name="schema_and_sanity", blocking=True)
     def check(pairs: pd.DataFrame) -> dg.AssetCheckResult:
@@ -78,4 +111,5 @@ def _pairs_check(name: str) -> dg.AssetChecksDefinition:
 
 def all_checks() -> list[dg.AssetChecksDefinition]:
     per_source = [check for name in SOURCES for check in (_corpus_check(name), _pairs_check(name))]
+    per_source += [check for name in HF_SOURCES for check in (_streamed_corpus_check(name), _pairs_check(name))]
     return [*per_source, training_pairs_do_not_leak_eval_data, training_pairs_sane]

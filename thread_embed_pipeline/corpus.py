@@ -68,6 +68,15 @@ def hash_split(key: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> 
     return SPLITS[-1]
 
 
+def hash_splits(keys: Sequence[str], split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[str]:
+    """``hash_split`` of many keys at once (same values, without per-key call overhead)."""
+    bounds = np.cumsum(np.asarray(split_fractions, dtype=np.float64))
+    bounds[-1] = np.inf  # like hash_split: anything past the last bound falls in the last split
+    sha = hashlib.sha256
+    u = np.fromiter((int.from_bytes(sha(k.encode("utf-8")).digest()[:8], "big") for k in keys), dtype=np.float64, count=len(keys)) / 2.0**64
+    return [SPLITS[i] for i in np.searchsorted(bounds, u, side="right")]
+
+
 def _check_fractions(split_fractions: Sequence[float]) -> None:
     if len(split_fractions) != len(SPLITS) or any(f < 0 for f in split_fractions):
         raise ValueError(f"split_fractions must be {len(SPLITS)} non-negative numbers, got {split_fractions!r}")
@@ -135,7 +144,7 @@ def build_corpus(
     n = len(df)
 
     # --- conversations ----------------------------------------------------------------------
-    stems = df["file"].map(file_stem)
+    stems = df["file"].map({f: file_stem(f) for f in df["file"].unique()})
     keyed = df["conversation_key"].notna().to_numpy()
     conv = pd.Series(np.full(n, None, dtype=object))
     if keyed.any():
@@ -151,7 +160,7 @@ def build_corpus(
         conv[linked] = (source + "/" + stems[linked] + "/" + first.astype(str).to_numpy()).to_numpy()
 
     # --- drops ------------------------------------------------------------------------------
-    text = df["text"].map(lambda t: t.strip() if isinstance(t, str) else None)
+    text = df["text"].astype("str").str.strip()  # None stays missing
     rtype = df["record_type"]
     reason = pd.Series(np.full(n, None, dtype=object))
     conditions = [
@@ -199,9 +208,8 @@ def build_corpus(
     need = split.isna()
     if need.any():
         conv_ids = kept.loc[need, "conversation_id"]
-        uniq = conv_ids.unique()
-        mapping = {c: hash_split(c, split_fractions) for c in uniq}
-        split[need] = conv_ids.map(mapping)
+        codes, uniq = pd.factorize(conv_ids)
+        split[need] = np.asarray(hash_splits(list(uniq), split_fractions), dtype=object)[codes]
     kept["split"] = split
 
     kept["source"] = source

@@ -9,12 +9,14 @@ import dagster as dg
 from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, eval_exports, eval_sets
 from thread_embed_pipeline.assets.source_assets import all_source_assets, raw_key
-from thread_embed_pipeline.assets.training_assets import model, training_pairs
+from thread_embed_pipeline.assets.streamed_source_assets import all_streamed_source_assets
+from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, model, training_pairs
 from thread_embed_pipeline.checks import all_checks
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
 from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
-from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -24,10 +26,19 @@ def _secret(name: str) -> dg.EnvVar | None:
 
 def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -> dg.Definitions:
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
+    streamed_chains = dg.AssetSelection.groups(*HF_SOURCES)
     main_job = dg.define_asset_job(
         "thread_embed_job",
+        selection=dg.AssetSelection.all() - streamed_chains,
+        description=(
+            "The default run: the mirrored sources' raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report. "
+            "Streamed sources have their own refresh_<source> jobs and are trained on when listed in training_pairs' streamed_sources."
+        ),
+    )
+    all_sources_job = dg.define_asset_job(
+        "all_sources_job",
         selection=dg.AssetSelection.all(),
-        description="Everything: every source's raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report.",
+        description="Every asset, the streamed sources' chains included (needs their mirror folders or Hub access).",
     )
     source_chain_jobs = [
         dg.define_asset_job(
@@ -35,11 +46,12 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
             selection=dg.AssetSelection.assets(raw_key(name)).downstream(),
             description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
         )
-        for name in SOURCES
+        for name in ALL_SOURCES
     ]
     return dg.Definitions(
         assets=[
             *all_source_assets(),
+            *all_streamed_source_assets(),
             eval_sets,
             eval_exports,
             *[build_external_eval_asset(entry) for entry in external_eval_sets],
@@ -50,6 +62,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
         asset_checks=all_checks(),
         resources={
             "io_manager": ParquetIOManager(),
+            OPTIONAL_INPUT_LOADER: ParquetIOManager(missing_ok=True),
             "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir()),
             "trainer": TrainerResource(),
             "embedding_apis": EmbeddingApisResource(
@@ -59,7 +72,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
                 voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
             ),
         },
-        jobs=[main_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, *source_chain_jobs],
         executor=dg.in_process_executor,
     )
 

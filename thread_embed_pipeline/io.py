@@ -1,5 +1,8 @@
 """IO manager: one Parquet file per DataFrame asset (JSON for small dict assets), DuckDB views on top.
 
+Out-of-core assets return the ``Path`` of a Parquet file they streamed; it is moved into place, and
+a consumer that annotates its input as ``Path`` gets the stored file's path instead of a DataFrame.
+
 Files live at ``<base_dir>/<asset key path>.parquet``; every write goes to a temporary file that is
 renamed into place, so a killed run leaves the previous version intact. After each write the
 DuckDB database ``<base_dir>/warehouse.duckdb`` gets a view named after the asset key
@@ -10,12 +13,14 @@ from typing import Optional
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from thread_embed_pipeline import paths
 
@@ -48,6 +53,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Parquet per DataFrame asset, JSON per dict asset, under ``base_dir`` (default: ``data/``)."""
 
     base_dir: Optional[str] = None
+    # for optional inputs (streamed sources' pairs): a never-materialised asset loads as None
+    missing_ok: bool = False
 
     def _base(self) -> Path:
         return Path(self.base_dir) if self.base_dir else paths.data_dir()
@@ -64,6 +71,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             atomic_write_bytes(path, lambda tmp: obj.to_parquet(tmp, index=False))
             refresh_view(self._base(), view_name(key.path), path)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+        elif isinstance(obj, Path):
+            # a Parquet file an asset wrote out of core: moved into place (atomically when the
+            # staging file is on the same file system, else copied beside the target first)
+            if obj.suffix != ".parquet" or not obj.is_file():
+                raise TypeError(f"{key.to_user_string()}: a Path output must be an existing .parquet file, got {obj}")
+            path = self._path(key, ".parquet")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(obj, path)
+            except OSError:
+                atomic_write_bytes(path, lambda tmp: shutil.copyfile(obj, tmp))
+                obj.unlink(missing_ok=True)
+            refresh_view(self._base(), view_name(key.path), path)
+            meta = pq.ParquetFile(path).metadata
+            context.add_output_metadata(
+                {"path": dg.MetadataValue.path(str(path)), "rows": meta.num_rows, "row_groups": meta.num_row_groups, "bytes": path.stat().st_size}
+            )
         elif isinstance(obj, dict):
             path = self._path(key, ".json")
             atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
@@ -75,7 +99,17 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         parquet, js = self._path(key, ".parquet"), self._path(key, ".json")
         if parquet.exists():
+            if _wants_path(context):
+                return parquet  # out-of-core consumers stream the file themselves
             return pd.read_parquet(parquet)
         if js.exists():
             return json.loads(js.read_text())
+        if self.missing_ok:
+            return None
         raise FileNotFoundError(f"asset {key.to_user_string()} has not been materialised yet (no {parquet.name} or {js.name} under {parquet.parent})")
+
+
+def _wants_path(context: dg.InputContext) -> bool:
+    """True when the consuming asset annotates the input as ``Path`` (it streams the Parquet file)."""
+    dagster_type = getattr(context, "dagster_type", None)
+    return getattr(dagster_type, "typing_type", None) is Path

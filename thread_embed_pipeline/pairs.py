@@ -37,6 +37,9 @@ class PairBuilderSettings:
     adjacency_window_messages: int = 5
     adjacency_pairs_per_conversation: int = 2
     min_conversation_messages: int = 2
+    # query_response: only a message containing "?" is a query; False takes every linked reply
+    # (Q&A-pair sources whose questions are often statements of a problem)
+    require_question_mark: bool = True
 
 
 def _stable_seed(seed: int, key: str) -> list[int]:
@@ -82,7 +85,7 @@ def _query_response_pairs(authors: list, texts: list[str], reply_to: list, rng: 
             children.setdefault(int(parent), []).append(idx)
     candidates = []
     for q in range(n):
-        if "?" not in texts[q]:
+        if s.require_question_mark and "?" not in texts[q]:
             continue
         reply = None
         for child in children.get(q, []):
@@ -207,6 +210,8 @@ def select_training_pairs(
     eval_texts: set[str] | frozenset[str] = frozenset(),
     eval_conversation_ids: set[str] | frozenset[str] = frozenset(),
     exclude_sources: set[str] | frozenset[str] = frozenset(),
+    eval_lines: set[str] | frozenset[str] = frozenset(),
+    line_checked_sources: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, TrainingPairStats]:
     """Merge all sources' pairs into the training set.
 
@@ -214,6 +219,9 @@ def select_training_pairs(
     eval query/positive text (decontamination), removes duplicates, then samples ``budget`` pairs with
     ``strategy_shares`` (normalised; a strategy short of its share gives the rest to the others).
     ``exclude_sources`` leaves whole sources out (cross-platform transfer runs).
+    ``eval_lines`` (see ``eval_sets.eval_message_lines``) drops pairs of ``line_checked_sources``
+    with any message line equal to one in an eval text: sources that may re-publish the eval data
+    (the ``ubuntu_irc`` dump holds the #ubuntu days the IRC eval sets come from).
     The output is shuffled with ``seed``; same inputs and seed give the same rows in the same order.
     """
     if budget <= 0:
@@ -236,6 +244,18 @@ def select_training_pairs(
     if eval_texts:
         texts = set(eval_texts)
         frame = drop(frame["anchor"].isin(texts) | frame["positive"].isin(texts), "equals_eval_text", frame)
+    if eval_lines and line_checked_sources:
+        lines = set(eval_lines)
+        checked = frame["source"].isin(line_checked_sources)
+
+        def shares_line(text) -> bool:
+            return isinstance(text, str) and any(line in lines for line in text.split("\n"))
+
+        overlap = pd.Series(False, index=frame.index)
+        sub = frame.loc[checked]
+        if len(sub):
+            overlap.loc[sub.index] = sub["anchor"].map(shares_line) | sub["positive"].map(shares_line)
+        frame = drop(overlap, "shares_eval_message", frame)
     frame = drop(frame["anchor"].str.strip() == frame["positive"].str.strip(), "anchor_equals_positive", frame)
     frame = drop(frame.duplicated(subset=["anchor", "positive"], keep="first"), "duplicate", frame)
     if "negative" in frame.columns and eval_texts:

@@ -7,9 +7,11 @@ import pandas as pd
 
 from thread_embed_pipeline.assets.metadata import table_md
 from thread_embed_pipeline.assets.source_assets import pairs_key
-from thread_embed_pipeline.evaluation.eval_sets import eval_texts
+from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
 from thread_embed_pipeline.pairs import select_training_pairs
 from thread_embed_pipeline.resources import TrainerResource
+from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_model
 
@@ -27,6 +29,9 @@ class TrainingPairsConfig(dg.Config):
     # cross-platform transfer: train without these platforms ("irc", "slack", "discord") and
     # evaluate on them; the report marks which platforms the model saw in training
     exclude_platforms: list[str] = []
+    # streamed (Hugging Face) sources to train on as well; each must have been materialised.
+    # Empty by default: the CPU default run reads only the mirrored sources.
+    streamed_sources: list[str] = []
 
 
 class ModelConfig(dg.Config):
@@ -58,22 +63,45 @@ class ModelConfig(dg.Config):
         return TrainingSettings(**values)
 
 
+OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
+
+
 @dg.asset(
     ins={
         **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in SOURCES},
+        **{f"pairs_{name}": dg.AssetIn(pairs_key(name), input_manager_key=OPTIONAL_INPUT_LOADER) for name in HF_SOURCES},
         "eval_sets": dg.AssetIn("eval_sets"),
     },
     group_name="training",
     kinds={"parquet"},
     description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
 )
-def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: pd.DataFrame) -> pd.DataFrame:
-    merged = pd.concat(list(pairs_by_source.values()), ignore_index=True)
-    platforms = {spec.platform for spec in SOURCES.values()}
+def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: Optional[pd.DataFrame]) -> pd.DataFrame:
+    unknown_streamed = set(config.streamed_sources) - set(HF_SOURCES)
+    if unknown_streamed:
+        raise dg.Failure(description=f"streamed_sources has unknown names {sorted(unknown_streamed)}; streamed sources: {sorted(HF_SOURCES)}")
+    frames = []
+    streamed_meta: dict = {}
+    for name in ALL_SOURCES:
+        frame = pairs_by_source.get(f"pairs_{name}")
+        if name in HF_SOURCES:
+            if name not in config.streamed_sources:
+                streamed_meta[f"streamed/{name}"] = "not selected" + (" (materialised, ignored)" if frame is not None else "")
+                continue
+            if frame is None:
+                raise dg.Failure(
+                    description=f"streamed source {name!r} is selected in streamed_sources but pairs/{name} has never been materialised; "
+                    f"run `dagster job execute -j refresh_{name}` (or materialise its chain) first"
+                )
+            streamed_meta[f"streamed/{name}"] = f"{len(frame)} pairs"
+        frames.append(frame)
+    merged = pd.concat(frames, ignore_index=True)
+    platforms = {spec.platform for spec in ALL_SOURCES.values()}
     unknown = set(config.exclude_platforms) - platforms
     if unknown:
         raise dg.Failure(description=f"exclude_platforms has unknown platforms {sorted(unknown)}; known: {sorted(platforms)}")
-    excluded = {name for name, spec in SOURCES.items() if spec.platform in config.exclude_platforms}
+    excluded = {name for name, spec in ALL_SOURCES.items() if spec.platform in config.exclude_platforms}
+    selected_streamed = set(config.streamed_sources) - excluded
     selected, stats = select_training_pairs(
         merged,
         budget=config.budget,
@@ -82,6 +110,8 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
         eval_texts=eval_texts(eval_sets),
         eval_conversation_ids=set(eval_sets["conversation_id"]),
         exclude_sources=excluded,
+        eval_lines=eval_message_lines(eval_sets) if selected_streamed else frozenset(),
+        line_checked_sources=selected_streamed,
     )
     if selected.empty:
         raise dg.Failure(description="no training pairs left after the exclusions; check exclude_platforms and the pair assets")
@@ -91,6 +121,7 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
     meta.update({f"available/{k}": int(v) for k, v in info["available_by_strategy"].items()})
     meta.update({f"kept_by_strategy/{k}": int(v) for k, v in info["kept_by_strategy"].items()})
     meta.update({f"kept_by_source/{k}": int(v) for k, v in info["kept_by_source"].items()})
+    meta.update(streamed_meta)
     meta["preview"] = table_md(selected[["strategy", "source", "anchor", "positive"]])
     context.add_output_metadata(meta)
     return selected
@@ -122,7 +153,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "settings": config.model_dump(),
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
-        "training_platforms": sorted({SOURCES[s].platform for s in training_pairs["source"].unique() if s in SOURCES}),
+        "training_platforms": sorted({ALL_SOURCES[s].platform for s in training_pairs["source"].unique() if s in ALL_SOURCES}),
     }
     losses = pd.DataFrame(result.loss_history)
     context.add_output_metadata(

@@ -46,6 +46,7 @@ from thread_embed_pipeline.schemas import (
 )
 
 __all__ = [
+    "eval_message_lines",
     "build_thread_eval_set",
     "build_thread_full_corpus_eval_set",
     "build_response_eval_set",
@@ -665,3 +666,14 @@ def eval_texts(eval_sets: pd.DataFrame) -> set[str]:
     rel = rel.dropna(subset=["record_id"]).astype(object).drop_duplicates()
     pos_docs = docs[keys + ["record_id", "text"]].astype(object).merge(rel, on=keys + ["record_id"], how="inner")
     return set(queries["text"].tolist()) | set(pos_docs["text"].tolist())
+
+
+def eval_message_lines(eval_sets: pd.DataFrame, *, min_chars: int = 20) -> set[str]:
+    """Every message line (``author: text``) of every eval text with at least ``min_chars``
+    characters: what a training pair from a re-publishing dump must not contain."""
+    if eval_sets.empty:
+        return set()
+    out: set[str] = set()
+    for text in eval_sets["text"].dropna().unique():
+        out.update(line for line in str(text).split("\n") if len(line.strip()) >= min_chars)
+    return out

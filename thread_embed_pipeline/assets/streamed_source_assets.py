@@ -1,0 +1,184 @@
+"""raw/<source> → corpus/<source> → pairs/<source> for the streamed (Hugging Face) sources.
+
+Thin wrappers around :mod:`thread_embed_pipeline.streaming`: raw and corpus are written out of
+core (Parquet row groups) and handed to the IO manager as a ``Path``; pairs are a seeded sample
+of conversations, small enough to be a DataFrame.
+"""
+
+from typing import Optional
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from thread_embed_pipeline.assets.metadata import table_md
+from thread_embed_pipeline.assets.source_assets import corpus_key, pairs_key, raw_key
+from thread_embed_pipeline.pairs import PairBuilderSettings
+from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.sources.errors import SourceDataError
+from thread_embed_pipeline.sources.hf import Sampling, resolve_files
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES, HfSourceSpec
+from thread_embed_pipeline.streaming import build_corpus_stream, build_pairs_stream, write_raw_stream
+
+
+class StreamSamplingConfig(dg.Config):
+    """Which part of a streamed source to read; unset fields take the source's default (see the
+    asset description). ``all_units`` lifts the default cap on upstream records."""
+
+    file_fraction: Optional[float] = None
+    unit_fraction: Optional[float] = None
+    max_units: Optional[int] = None
+    all_units: bool = False
+    seed: int = 0
+    batch_rows: int = 20_000
+
+    def sampling(self, default: Sampling) -> Sampling:
+        return Sampling(
+            file_fraction=self.file_fraction if self.file_fraction is not None else default.file_fraction,
+            unit_fraction=self.unit_fraction if self.unit_fraction is not None else default.unit_fraction,
+            max_units=None if self.all_units else (self.max_units if self.max_units is not None else default.max_units),
+            seed=self.seed,
+        )
+
+
+class StreamedPairsConfig(dg.Config):
+    """Pair shapes per conversation, the seed, and a seeded sample of conversations."""
+
+    seed: int = 13
+    thread_pairs_per_conversation: int = 4
+    thread_positive_messages: int = 8
+    query_response_pairs_per_conversation: int = 3
+    adjacency_window_messages: int = 5
+    adjacency_pairs_per_conversation: int = 2
+    conversation_fraction: float = 1.0
+    max_conversations: Optional[int] = None
+    hard_negatives: bool = True
+    hard_negative_window_minutes: int = 30
+
+
+def _staging(chat_sources: ChatSourcesResource) -> Path:
+    folder = chat_sources.cache_path() / "staging"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="stream-", dir=folder))
+
+
+def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition]:
+    name = spec.name
+    default = spec.default_sampling
+
+    @dg.asset(
+        key=raw_key(name),
+        group_name=name,
+        kinds={"parquet", "huggingface"},
+        description=(
+            f"{spec.description} Streamed from {spec.dataset.repo_id}@{spec.dataset.revision[:12]} (mirror or Hub), "
+            f"sampled (default: file_fraction={default.file_fraction}, unit_fraction={default.unit_fraction}, "
+            f"max_units={default.max_units}) and written in Parquet row groups."
+        ),
+    )
+    def raw(context: dg.AssetExecutionContext, config: StreamSamplingConfig, chat_sources: ChatSourcesResource) -> Path:
+        sampling = config.sampling(default)
+        try:
+            resolved = resolve_files(
+                name,
+                spec.dataset,
+                mirror_subdir=spec.mirror_subdir,
+                mirror_dir=chat_sources.mirror_path(),
+                cache_dir=chat_sources.cache_path(),
+                sampling=sampling,
+                log=context.log.info,
+            )
+            out = _staging(chat_sources) / f"raw__{name}.parquet"
+            stats = write_raw_stream(spec, resolved.root, resolved.paths, sampling, out, batch_rows=config.batch_rows, log=context.log.info)
+        except SourceDataError as err:
+            raise dg.Failure(description=f"{name}: {err}", metadata={"source": name, "dataset": spec.dataset.repo_id}) from err
+        if stats["read"] == 0:
+            raise dg.Failure(description=f"{name}: the sample of {resolved.paths} holds no records (units read {stats['units_read']}); widen the sampling")
+        context.add_output_metadata(
+            {
+                "dataset": spec.dataset.repo_id,
+                "revision": spec.dataset.revision,
+                "license": spec.license,
+                "provenance": spec.provenance,
+                "origin": resolved.origin,
+                "data_files/available": resolved.available,
+                "data_files/read": len(resolved.paths),
+                "units_read": stats["units_read"],
+                "units_kept": stats["units_kept"],
+                "read": stats["read"],
+                "kept": stats["kept"],
+                "dropped_total": 0,
+                **{f"record_type/{k}": v for k, v in stats["by_record_type"].items()},
+                **sampling.as_metadata(),
+            }
+        )
+        return out
+
+    @dg.asset(
+        key=corpus_key(name),
+        ins={"raw": dg.AssetIn(raw_key(name))},
+        group_name=name,
+        kinds={"parquet"},
+        description=f"Messages of {name} grouped into conversations, built out of core, with a stable hash split.",
+    )
+    def corpus(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource, raw: Path) -> Path:
+        out = _staging(chat_sources) / f"corpus__{name}.parquet"
+        acc = build_corpus_stream(raw, out, source=name, platform=spec.platform, cut_keys=spec.corpus_cut_keys, log=context.log.info)
+        meta: dict = {"read": acc["read"], "kept": acc["kept"], "dropped_total": int(sum(acc["dropped"].values()))}
+        meta.update({f"dropped/{k}": int(v) for k, v in sorted(acc["dropped"].items())})
+        meta.update({f"messages/{k}": int(v) for k, v in sorted(acc["messages"].items())})
+        meta.update({f"conversations/{k}": int(v) for k, v in sorted(acc["conversations"].items())})
+        if acc["kept"] == 0:
+            raise dg.Failure(description=f"{name}: no message survived the corpus stage ({meta})")
+        context.add_output_metadata(meta)
+        return out
+
+    @dg.asset(
+        key=pairs_key(name),
+        ins={"corpus": dg.AssetIn(corpus_key(name))},
+        group_name=name,
+        kinds={"parquet"},
+        description=f"Seeded {' / '.join(spec.pair_strategies)} pairs of a seeded sample of {name}'s conversations (all splits).",
+    )
+    def pairs(context: dg.AssetExecutionContext, config: StreamedPairsConfig, corpus: Path) -> pd.DataFrame:
+        settings = PairBuilderSettings(
+            thread_pairs_per_conversation=config.thread_pairs_per_conversation,
+            thread_positive_messages=config.thread_positive_messages,
+            query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
+            adjacency_window_messages=config.adjacency_window_messages,
+            adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
+            require_question_mark=spec.require_question_mark,
+        )
+        frame, stats = build_pairs_stream(
+            corpus,
+            seed=config.seed,
+            settings=settings,
+            strategies=spec.pair_strategies,
+            conversation_fraction=config.conversation_fraction,
+            max_conversations=config.max_conversations,
+            hard_negatives=config.hard_negatives,
+            hard_negative_window_minutes=config.hard_negative_window_minutes,
+            log=context.log.info,
+        )
+        meta = {
+            "conversations_read": stats["conversations_read"],
+            "conversations_sampled": stats["conversations_sampled"],
+            "sampling/conversation_fraction": config.conversation_fraction,
+            "sampling/max_conversations": config.max_conversations if config.max_conversations is not None else "all",
+            "skipped_short_conversations": stats["skipped_short_conversations"],
+            "skipped_identical_sides": stats["skipped_identical_sides"],
+            **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
+            **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
+            **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in stats["hard_negatives"].items()},
+            "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
+        }
+        context.add_output_metadata(meta)
+        return frame
+
+    return [raw, corpus, pairs]
+
+
+def all_streamed_source_assets() -> list[dg.AssetsDefinition]:
+    return [a for spec in HF_SOURCES.values() for a in build_streamed_source_assets(spec)]

@@ -1,0 +1,274 @@
+"""Hugging Face dataset sources: locate their files (mirror or pinned download) and stream them.
+
+A streamed source (:class:`HfSourceSpec`) names one dataset repository on the Hub at a pinned
+revision, the data files it reads (glob patterns in the repository's own layout), their format and
+the columns its parser needs. Its files come from:
+
+* the mirror: ``<mirror>/<mirror_subdir>/`` holds the dataset's files in the repository's layout
+  (what ``huggingface-cli download <repo> --repo-type dataset --revision <rev> --local-dir <folder>``
+  writes). Nothing is fetched.
+* the Hub, when the mirror is off (``THREAD_EMBED_MIRROR=none``): ``huggingface_hub`` lists the
+  repository's files at the pinned revision and fetches only the selected ones with
+  ``hf_hub_download`` into ``<cache>/hf`` (its cache resumes interrupted downloads and skips files
+  it already holds); each file is retried with exponential backoff.
+
+Either way :func:`select_files` applies the source's file sampling (a seeded, stable fraction of
+the data files: how a 2-billion-message dump is sampled without ever being fetched whole), and
+:func:`iter_record_batches` yields ``pyarrow.RecordBatch`` es of at most ``batch_rows`` rows from
+Parquet (``pyarrow.parquet``) or JSON Lines (DuckDB's ``read_json``, streamed), so no file is ever
+read into memory whole.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thread_embed_pipeline.corpus import hash_fraction
+
+from .errors import MIRROR_HINT, SourceDataError
+
+Log = Callable[[str], None]
+
+FILE_FORMATS = ("parquet", "json")
+
+
+@dataclass(frozen=True)
+class HfDataset:
+    """Where a streamed source lives on the Hub, and the shape of its files."""
+
+    repo_id: str
+    revision: str  # pinned: a commit sha where known (see the source's comment), else a branch
+    data_files: tuple[str, ...]  # glob patterns relative to the repository root
+    file_format: str  # "parquet" | "json" (JSON Lines; .jsonl, .json, .jsonl.gz, .jsonl.zst)
+    columns: tuple[str, ...]  # upstream columns the parser reads; a file lacking one is an error
+    optional_columns: tuple[str, ...] = ()  # read when the file has them
+    card_url: str = ""
+    also_known_as: tuple[str, ...] = ()  # other repositories with the same layout
+
+    def __post_init__(self) -> None:
+        if self.file_format not in FILE_FORMATS:
+            raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {self.file_format!r}")
+
+    @property
+    def url(self) -> str:
+        return self.card_url or f"https://huggingface.co/datasets/{self.repo_id}"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which part of a streamed source to read: seeded, stable, recorded in metadata.
+
+    * ``file_fraction``: keep a data file when ``hash(seed, path) < file_fraction`` (at least one file).
+    * ``unit_fraction``: keep an upstream unit (a row: document, exchange, Q&A pair; or a channel for
+      message-level dumps) when ``hash(seed, unit key) < unit_fraction``.
+    * ``max_units``: stop after this many kept units (in file order: files sorted by path).
+    """
+
+    file_fraction: float = 1.0
+    unit_fraction: float = 1.0
+    max_units: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("file_fraction", "unit_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if self.max_units is not None and self.max_units < 1:
+            raise ValueError(f"max_units must be >= 1 or None, got {self.max_units}")
+
+    def keep_unit(self, key: str) -> bool:
+        return self.unit_fraction >= 1.0 or hash_fraction(f"{self.seed}:{key}") < self.unit_fraction
+
+    def as_metadata(self) -> dict:
+        return {
+            "sampling/file_fraction": self.file_fraction,
+            "sampling/unit_fraction": self.unit_fraction,
+            "sampling/max_units": self.max_units if self.max_units is not None else "all",
+            "sampling/seed": self.seed,
+        }
+
+
+def matching_files(paths: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """The paths (POSIX, relative to the repository root) matching any pattern, sorted."""
+    return sorted({p for p in paths if any(fnmatch.fnmatchcase(p, pat) for pat in patterns)})
+
+
+def select_files(paths: Sequence[str], sampling: Sampling) -> list[str]:
+    """The seeded ``file_fraction`` of ``paths`` (sorted; at least one when any exist)."""
+    paths = sorted(paths)
+    if sampling.file_fraction >= 1.0 or not paths:
+        return paths
+    scored = sorted(paths, key=lambda p: hash_fraction(f"{sampling.seed}:file:{p}"))
+    kept = [p for p in scored if hash_fraction(f"{sampling.seed}:file:{p}") < sampling.file_fraction]
+    return sorted(kept or scored[:1])
+
+
+@dataclass
+class ResolvedFiles:
+    root: Path  # folder the relative paths are under
+    paths: list[str]  # selected data files, relative to root
+    available: int  # data files matching the patterns before file sampling
+    origin: str  # "mirror" | "hub"
+    revision: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_files(
+    name: str,
+    dataset: HfDataset,
+    *,
+    mirror_subdir: str,
+    mirror_dir: Path | None,
+    cache_dir: Path,
+    sampling: Sampling,
+    log: Log = print,
+    retries: int = 2,  # on top of huggingface_hub's own retries of each request
+    backoff_s: float = 2.0,
+    hub_api=None,
+    download: Callable[..., str] | None = None,
+) -> ResolvedFiles:
+    """The data files of ``dataset`` to read, from the mirror or fetched from the Hub.
+
+    ``hub_api`` / ``download`` replace ``huggingface_hub.HfApi()`` / ``hf_hub_download`` (tests).
+    Raises :class:`SourceDataError` naming the dataset and the mirror setting when nothing can be read.
+    """
+    if mirror_dir is not None:
+        root = Path(mirror_dir) / mirror_subdir
+        if not root.is_dir():
+            raise SourceDataError(
+                f"source {name!r} (Hugging Face dataset {dataset.repo_id}): mirror folder {root} does not exist "
+                f"(mirror_dir={mirror_dir}). Put the dataset's files there in its own layout "
+                f"(huggingface-cli download {dataset.repo_id} --repo-type dataset --revision {dataset.revision} "
+                f"--local-dir {root}), {MIRROR_HINT}, or set THREAD_EMBED_MIRROR=none to download from the Hub"
+            )
+        present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+        available = matching_files(present, dataset.data_files)
+        if not available:
+            raise SourceDataError(
+                f"source {name!r} (Hugging Face dataset {dataset.repo_id}): no file under mirror folder {root} "
+                f"matches {list(dataset.data_files)}; {MIRROR_HINT}"
+            )
+        chosen = select_files(available, sampling)
+        log(f"{name}: {len(chosen)} of {len(available)} data files from mirror {root}")
+        return ResolvedFiles(root, chosen, len(available), "mirror")
+
+    if hub_api is None or download is None:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        hub_api = hub_api or HfApi()
+        download = download or hf_hub_download
+    hf_cache = Path(cache_dir) / "hf"
+
+    def with_retries(what: str, fn):
+        last: Exception | None = None
+        for attempt in range(retries + 1):
+            if attempt:
+                delay = backoff_s * 2 ** (attempt - 1)
+                log(f"{name}: {what}: attempt {attempt + 1}/{retries + 1} in {delay:.0f}s ({type(last).__name__}: {last})")
+                time.sleep(delay)
+            try:
+                return fn()
+            except Exception as err:  # network errors come in many types (requests, httpx, hub errors)
+                if _is_permanent(err):
+                    raise SourceDataError(
+                        f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed: "
+                        f"{type(err).__name__}: {err}. Put the dataset's files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
+                    ) from err
+                last = err
+        raise SourceDataError(
+            f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed after "
+            f"{retries + 1} attempts ({type(last).__name__}: {last}). Without network access, put the dataset's "
+            f"files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
+        )
+
+    listed = with_retries(
+        "listing the repository's files",
+        lambda: hub_api.list_repo_files(dataset.repo_id, repo_type="dataset", revision=dataset.revision),
+    )
+    available = matching_files(listed, dataset.data_files)
+    if not available:
+        raise SourceDataError(f"source {name!r}: no file of {dataset.repo_id}@{dataset.revision} matches {list(dataset.data_files)}")
+    chosen = select_files(available, sampling)
+    local_root: Path | None = None
+    for i, path in enumerate(chosen, 1):
+        local = with_retries(
+            f"downloading {path}",
+            lambda path=path: download(
+                repo_id=dataset.repo_id, filename=path, repo_type="dataset", revision=dataset.revision, cache_dir=str(hf_cache)
+            ),
+        )
+        local = Path(local)
+        root = Path(str(local)[: -len(path)]) if str(local.as_posix()).endswith(path) else local.parent
+        local_root = local_root or root
+        log(f"{name}: [{i}/{len(chosen)}] {path} ready")
+    assert local_root is not None
+    return ResolvedFiles(local_root, chosen, len(available), "hub", revision=dataset.revision)
+
+
+def _is_permanent(err: Exception) -> bool:
+    """Errors a retry cannot fix: unknown repository / revision / file, no access, HF_HUB_OFFLINE set."""
+    return type(err).__name__ in {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "GatedRepoError", "OfflineModeIsEnabled"}
+
+
+def iter_record_batches(
+    path: Path,
+    file_format: str,
+    columns: Sequence[str],
+    *,
+    batch_rows: int = 50_000,
+    rel_path: str | None = None,
+    optional_columns: Sequence[str] = (),
+) -> Iterator[pa.RecordBatch]:
+    """Record batches (``columns``, plus those of ``optional_columns`` the file has) of one data
+    file, at most ``batch_rows`` rows each.
+
+    Raises :class:`SourceDataError` naming the file when it cannot be read or lacks a column.
+    """
+    shown = rel_path or str(path)
+    if file_format == "parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise SourceDataError(f"{shown}: not a readable Parquet file ({err})") from err
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise SourceDataError(f"{shown}: lacks column(s) {missing}; it has {pf.schema_arrow.names}")
+        wanted = list(columns) + [c for c in optional_columns if c in pf.schema_arrow.names]
+        try:
+            yield from pf.iter_batches(batch_size=batch_rows, columns=wanted)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise SourceDataError(f"{shown}: Parquet data is corrupt ({err})") from err
+        return
+
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        try:
+            rel = con.sql("SELECT * FROM read_json(?, format = 'newline_delimited', union_by_name = true)", params=[str(path)])
+        except duckdb.Error as err:
+            raise SourceDataError(f"{shown}: not readable as JSON Lines ({_first_line(err)})") from err
+        missing = [c for c in columns if c not in rel.columns]
+        if missing:
+            raise SourceDataError(f"{shown}: lacks field(s) {missing}; it has {rel.columns}")
+        quoted = ", ".join(f'"{c}"' for c in list(columns) + [c for c in optional_columns if c in rel.columns])
+        try:
+            reader = con.sql(f"SELECT {quoted} FROM read_json(?, format = 'newline_delimited', union_by_name = true)", params=[str(path)]).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield batch
+        except duckdb.Error as err:
+            raise SourceDataError(f"{shown}: malformed JSON Lines ({_first_line(err)})") from err
+    finally:
+        con.close()
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

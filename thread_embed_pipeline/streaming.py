@@ -1,0 +1,302 @@
+"""Out-of-core raw -> corpus -> pairs for the streamed sources: record batches in, Parquet row groups out.
+
+Memory is bounded by the batch size, not the dataset:
+
+* :func:`write_raw_stream` reads a source's sampled upstream records chunk by chunk
+  (:meth:`HfSourceSpec.iter_chunks`), parses each chunk to raw rows and appends them to a Parquet
+  file as row groups (``pyarrow.parquet.ParquetWriter``).
+* :func:`build_corpus_stream` reads the raw Parquet back in batches, never splitting an upstream
+  record (a document / exchange / server slice: its rows share ``file`` and ``line``) across two
+  calls, runs :func:`corpus.build_corpus` on each piece (conversations never cross upstream
+  records) and appends the result.
+* :func:`build_pairs_stream` reads the corpus in batches, never splitting a conversation, keeps
+  a seeded sample of conversations, and builds pairs (and chat hard negatives) per piece.
+
+Every writer goes to a temporary file next to the target and is renamed into place at the end,
+so a killed run leaves the previous version intact. Accounting balances like the in-memory
+stages: ``read == kept + sum(dropped)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from thread_embed_pipeline.corpus import DROP_REASONS, build_corpus, hash_fraction
+from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
+from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_STRATEGIES, RAW_COLUMNS
+from thread_embed_pipeline.sources.hf import Sampling
+from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
+
+Log = Callable[[str], None]
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("split_hint", pa.string()),
+        ("channel", pa.string()),
+        ("message_id", pa.int64()),
+        ("timestamp", pa.timestamp("ns")),
+        ("author", pa.string()),
+        ("text", pa.string()),
+        ("conversation_key", pa.string()),
+        ("parent_ids", pa.list_(pa.int64())),
+        ("record_type", pa.string()),
+    ]
+)
+CORPUS_SCHEMA = pa.schema(
+    [
+        ("conversation_id", pa.string()),
+        ("source", pa.string()),
+        ("platform", pa.string()),
+        ("channel", pa.string()),
+        ("message_idx", pa.int64()),
+        ("timestamp", pa.timestamp("ns")),
+        ("author", pa.string()),
+        ("text", pa.string()),
+        ("reply_to", pa.int64()),
+        ("split", pa.string()),
+    ]
+)
+assert tuple(RAW_SCHEMA.names) == RAW_COLUMNS and tuple(CORPUS_SCHEMA.names) == CORPUS_COLUMNS
+
+ROW_GROUP_ROWS = 100_000
+
+
+@contextmanager
+def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter on a temporary file beside ``path``, renamed onto ``path`` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    try:
+        yield writer
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+class _Progress:
+    def __init__(self, log: Log, what: str, every_s: float = 10.0) -> None:
+        self.log, self.what, self.every_s = log, what, every_s
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, done: int, unit: str = "rows", force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self.last >= self.every_s:
+            rate = done / max(now - self.start, 1e-9)
+            self.log(f"{self.what}: {done:,} {unit} ({rate:,.0f}/s)")
+            self.last = now
+
+
+def write_raw_stream(
+    spec: HfSourceSpec,
+    root: Path,
+    files: list[str],
+    sampling: Sampling,
+    out_path: Path,
+    *,
+    batch_rows: int = 20_000,
+    log: Log = print,
+) -> dict:
+    """Parse the sampled upstream records of ``files`` into raw rows in ``out_path`` (Parquet).
+
+    Returns ``{"units_read", "units_kept", "read" (raw rows), "kept", "dropped_total",
+    "by_record_type": {...}, "files"}``; units are upstream records (or servers).
+    """
+    units_read = units_kept = rows = 0
+    by_type: dict[str, int] = {}
+    next_mid: dict[str, int] = {}
+    progress = _Progress(log, f"raw/{spec.name}")
+    with atomic_parquet_writer(out_path, RAW_SCHEMA) as writer:
+        pending: list[pd.DataFrame] = []
+        pending_rows = 0
+        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows):
+            units_read += chunk.units_read
+            units_kept += chunk.units_kept
+            if chunk.records is None:
+                continue
+            first_mid = next_mid.get(chunk.file, 0)
+            parsed = spec.parse(chunk.records, source=spec.name, file=chunk.file, first_row=chunk.first_row, first_message_id=first_mid)
+            table = parsed if isinstance(parsed, pa.Table) else _to_table(parsed, RAW_SCHEMA)
+            table = table.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
+            if table.num_rows:
+                next_mid[chunk.file] = int(pc.max(table.column("message_id")).as_py()) + 1
+            for item in pc.value_counts(table.column("record_type")).to_pylist():
+                by_type[str(item["values"])] = by_type.get(str(item["values"]), 0) + int(item["counts"])
+            rows += table.num_rows
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                pending, pending_rows = [], 0
+            progress.tick(rows, "messages")
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+    progress.tick(rows, "messages", force=True)
+    return {
+        "files": len(files),
+        "units_read": units_read,
+        "units_kept": units_kept,
+        "read": rows,
+        "kept": rows,
+        "dropped_total": 0,
+        "by_record_type": dict(sorted(by_type.items())),
+    }
+
+
+def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """Batches of a Parquet file in which the rows of one ``keys`` value are never split
+    (the file holds each key's rows contiguously)."""
+    carry: pd.DataFrame | None = None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        frame = batch.to_pandas()
+        if carry is not None and len(carry):
+            frame = pd.concat([carry, frame], ignore_index=True)
+        if not len(frame):
+            continue
+        last = frame[keys].iloc[-1]
+        tail = np.ones(len(frame), dtype=bool)
+        for k in keys:
+            tail &= (frame[k] == last[k]).to_numpy()
+        # the trailing run of the last key waits for the next batch
+        cut = len(frame)
+        while cut > 0 and tail[cut - 1]:
+            cut -= 1
+        if cut == 0:
+            carry = frame
+            continue
+        carry = frame.iloc[cut:]
+        yield frame.iloc[:cut]
+    if carry is not None and len(carry):
+        yield carry
+
+
+def build_corpus_stream(
+    raw_path: Path,
+    out_path: Path,
+    *,
+    source: str,
+    platform: str,
+    cut_keys: tuple[str, ...] = ("file", "line"),
+    batch_rows: int = 200_000,
+    log: Log = print,
+) -> dict:
+    """``corpus.build_corpus`` over a raw Parquet file, piece by piece; writes ``out_path``.
+
+    Returns the summed accounting ``{"read", "kept", "dropped": {reason: n}, "messages/<split>",
+    "conversations/<split>"}``.
+    """
+    read = kept = 0
+    dropped = {r: 0 for r in DROP_REASONS}
+    messages: dict[str, int] = {}
+    conversations: dict[str, int] = {}
+    progress = _Progress(log, f"corpus/{source}")
+    with atomic_parquet_writer(out_path, CORPUS_SCHEMA) as writer:
+        for piece in _aligned_batches(Path(raw_path), list(cut_keys), batch_rows):
+            corpus, acc = build_corpus(piece, source=source, platform=platform)
+            read += acc["read"]
+            kept += acc["kept"]
+            for r, v in acc["dropped"].items():
+                dropped[r] = dropped.get(r, 0) + v
+            for split, g in corpus.groupby("split"):
+                messages[split] = messages.get(split, 0) + len(g)
+                conversations[split] = conversations.get(split, 0) + g["conversation_id"].nunique()
+            if len(corpus):
+                table = _to_table(corpus, CORPUS_SCHEMA)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            progress.tick(read, "raw rows")
+    progress.tick(read, "raw rows", force=True)
+    assert read == kept + sum(dropped.values())
+    return {"read": read, "kept": kept, "dropped": dropped, "messages": messages, "conversations": conversations}
+
+
+def build_pairs_stream(
+    corpus_path: Path,
+    *,
+    seed: int,
+    settings: PairBuilderSettings | None = None,
+    strategies: tuple[str, ...] = PAIR_STRATEGIES,
+    conversation_fraction: float = 1.0,
+    max_conversations: int | None = None,
+    hard_negatives: bool = False,
+    hard_negative_window_minutes: int = 30,
+    batch_rows: int = 200_000,
+    log: Log = print,
+) -> tuple[pd.DataFrame, dict]:
+    """Pairs of a seeded sample of the corpus's conversations, built piece by piece.
+
+    A conversation is kept when ``hash(seed, conversation_id) < conversation_fraction``, up to
+    ``max_conversations`` (in file order). Returns the pairs and ``{"conversations_read",
+    "conversations_sampled", "skipped_short_conversations", "skipped_identical_sides", "pairs":
+    {strategy: n}, "hard_negatives": {...}}``.
+    """
+    if not 0.0 < conversation_fraction <= 1.0:
+        raise ValueError(f"conversation_fraction must be in (0, 1], got {conversation_fraction}")
+    frames: list[pd.DataFrame] = []
+    stats = {"conversations_read": 0, "conversations_sampled": 0, "skipped_short_conversations": 0, "skipped_identical_sides": 0, "pairs": {s: 0 for s in strategies}}
+    negatives: dict = {}
+    progress = _Progress(log, "pairs")
+    taken = 0
+    for piece in _aligned_batches(Path(corpus_path), ["conversation_id"], batch_rows):
+        ids = piece["conversation_id"].unique()
+        stats["conversations_read"] += len(ids)
+        if conversation_fraction < 1.0:
+            ids = [c for c in ids if hash_fraction(f"{seed}:conv:{c}") < conversation_fraction]
+        if max_conversations is not None:
+            ids = list(ids)[: max(0, max_conversations - taken)]
+        taken += len(ids)
+        stats["conversations_sampled"] += len(ids)
+        if len(ids):
+            sub = piece[piece["conversation_id"].isin(set(ids))]
+            pairs, st = build_pairs(sub, seed=seed, settings=settings, strategies=strategies)
+            stats["skipped_short_conversations"] += st["skipped_short_conversations"]
+            stats["skipped_identical_sides"] += st["skipped_identical_sides"]
+            for k, v in st["pairs"].items():
+                stats["pairs"][k] = stats["pairs"].get(k, 0) + v
+            if hard_negatives and len(pairs):
+                pairs, counts = add_chat_hard_negatives(pairs, sub, seed=seed, window_minutes=hard_negative_window_minutes)
+                _merge_counts(negatives, counts)
+            frames.append(pairs)
+        progress.tick(stats["conversations_read"], "conversations")
+        if max_conversations is not None and taken >= max_conversations:
+            break
+    stats["hard_negatives"] = negatives
+    if frames:
+        out = pd.concat(frames, ignore_index=True)
+    else:
+        out, _ = build_pairs(pd.DataFrame(columns=list(CORPUS_COLUMNS)), seed=seed, strategies=strategies)
+        if hard_negatives:
+            out["negative"] = pd.Series(dtype=object)
+    return out, stats
+
+
+def _merge_counts(into: dict, counts: dict) -> None:
+    for strategy, c in counts.items():
+        slot = into.setdefault(strategy, {"with_negative": 0, "without": 0, "without_by_reason": {}})
+        slot["with_negative"] += int(c.get("with_negative", 0))
+        slot["without"] += int(c.get("without", 0))
+        for reason, v in c.get("without_by_reason", {}).items():
+            slot["without_by_reason"][reason] = slot["without_by_reason"].get(reason, 0) + int(v)
