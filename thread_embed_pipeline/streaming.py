@@ -32,7 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline.corpus import DROP_REASONS, build_corpus, hash_fraction
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from thread_embed_pipeline.corpus import DROP_REASONS, build_corpus, file_stem, hash_fraction, hash_splits
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_STRATEGIES, RAW_COLUMNS
@@ -167,31 +170,147 @@ def write_raw_stream(
     }
 
 
-def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
-    """Batches of a Parquet file in which the rows of one ``keys`` value are never split
+def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[pa.Table]:
+    """Arrow tables of a Parquet file in which the rows of one ``keys`` value are never split
     (the file holds each key's rows contiguously)."""
-    carry: pd.DataFrame | None = None
+    carry: pa.Table | None = None
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        frame = batch.to_pandas()
-        if carry is not None and len(carry):
-            frame = pd.concat([carry, frame], ignore_index=True)
-        if not len(frame):
+        table = pa.Table.from_batches([batch])
+        if carry is not None and carry.num_rows:
+            table = pa.concat_tables([carry, table])
+        if not table.num_rows:
             continue
-        last = frame[keys].iloc[-1]
-        tail = np.ones(len(frame), dtype=bool)
+        tail = np.ones(table.num_rows, dtype=bool)
         for k in keys:
-            tail &= (frame[k] == last[k]).to_numpy()
+            column = table.column(k)
+            last = column[table.num_rows - 1]
+            same = pc.is_null(column) if not last.is_valid else pc.fill_null(pc.equal(column, last), False)
+            tail &= np.asarray(same, dtype=bool)
         # the trailing run of the last key waits for the next batch
-        cut = len(frame)
+        cut = table.num_rows
         while cut > 0 and tail[cut - 1]:
             cut -= 1
         if cut == 0:
-            carry = frame
+            carry = table
             continue
-        carry = frame.iloc[cut:]
-        yield frame.iloc[:cut]
-    if carry is not None and len(carry):
+        carry = table.slice(cut)
+        yield table.slice(0, cut)
+    if carry is not None and carry.num_rows:
         yield carry
+
+
+def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fractions=(0.8, 0.1, 0.1)) -> tuple[pa.Table, dict] | None:
+    """``corpus.build_corpus`` for one raw piece, vectorised with Arrow and numpy.
+
+    Same rows, conversation ids, ``message_idx``, ``reply_to``, splits and drop accounting as
+    ``build_corpus`` (a test checks it), for pieces whose rows have at most one parent each and no
+    ``context`` rows -- what the streamed parsers emit. Returns None for any other piece, which
+    then goes through ``build_corpus``.
+    """
+    n = table.num_rows
+    if n == 0:
+        return None
+    rtype = table.column("record_type")
+    if pc.any(pc.equal(rtype, "context")).as_py():
+        return None
+    plen = np.asarray(pc.fill_null(pc.list_value_length(table.column("parent_ids")), 0), dtype=np.int64)
+    if plen.max(initial=0) > 1:
+        return None
+    rt = np.asarray(rtype.to_numpy(zero_copy_only=False), dtype=object)
+    file_enc = pc.dictionary_encode(table.column("file")).combine_chunks()
+    fcode = np.asarray(file_enc.indices, dtype=np.int64)
+    stems = np.asarray([file_stem(f) for f in file_enc.dictionary.to_pylist()], dtype=object)
+    mids = np.asarray(table.column("message_id"), dtype=np.int64)
+
+    # drops, first reason wins (duplicate, system, context, malformed, empty_text)
+    key64 = fcode * (1 << 40) + mids
+    dup = pd.Series(key64).duplicated(keep="first").to_numpy()
+    text = pc.utf8_trim_whitespace(table.column("text"))
+    empty = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(text), 0), True), dtype=bool)
+    reasons = [("duplicate", dup), ("system", rt == "system"), ("context", rt == "context"), ("malformed", rt == "malformed"), ("empty_text", empty)]
+    unknown = ~np.isin(rt, ["message", "system", "context", "malformed"])
+    if unknown.any():
+        raise ValueError(f"unknown record_type values {sorted(set(rt[unknown]))}")
+    taken = np.zeros(n, dtype=bool)
+    dropped = {}
+    for name, cond in reasons:
+        hit = cond & ~taken
+        dropped[name] = int(hit.sum())
+        taken |= hit
+    keep = ~taken
+
+    # conversations: the upstream key, else components of the reply links (smallest message_id)
+    keys = table.column("conversation_key")
+    keyed = np.asarray(pc.is_valid(keys), dtype=bool)
+    conv_num = np.zeros(n, dtype=np.int64)  # a per-piece conversation number, for ordering
+    conv_ids = np.empty(n, dtype=object)
+    parent_pos = np.full(n, -1, dtype=np.int64)
+    has_parent = plen == 1
+    if has_parent.any():
+        flat_parents = np.asarray(pc.list_flatten(table.column("parent_ids")), dtype=np.int64)
+        wanted = fcode[has_parent] * (1 << 40) + flat_parents
+        index = pd.Index(key64)
+        if index.has_duplicates:
+            index = pd.Index(np.where(dup, -1 - np.arange(n), key64))  # first occurrence answers
+        found = index.get_indexer(wanted)
+        parent_pos[np.flatnonzero(has_parent)] = found
+    if keyed.any():
+        key_enc = pc.dictionary_encode(pc.binary_join_element_wise(pa.array(stems[fcode], pa.string()), keys, "/")).combine_chunks()
+        codes = np.asarray(pc.fill_null(key_enc.indices, -1), dtype=np.int64)
+        conv_num[keyed] = codes[keyed]
+        names = np.asarray([f"{source}/{v}" for v in key_enc.dictionary.to_pylist()], dtype=object)
+        conv_ids[keyed] = names[codes[keyed]]
+    linked = ~keyed
+    if linked.any():
+        rows = np.flatnonzero(linked & (parent_pos >= 0))
+        cols = parent_pos[rows]
+        ok = linked[cols]
+        rows, cols = rows[ok], cols[ok]
+        graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+        _, labels = connected_components(graph, directed=True, connection="weak")
+        first = pd.Series(np.where(linked, mids, np.iinfo(np.int64).max)).groupby(labels).transform("min").to_numpy()
+        offset = int(conv_num.max(initial=0)) + 1
+        conv_num[linked] = offset + labels[linked]
+        idx = np.flatnonzero(linked & keep)
+        conv_ids[idx] = [f"{source}/{stems[f]}/{m}" for f, m in zip(fcode[idx].tolist(), first[idx].tolist())]
+
+    # kept rows in (conversation, file, message_id) order; message_idx; reply_to
+    kidx = np.flatnonzero(keep)
+    order = kidx[np.lexsort((mids[kidx], fcode[kidx], conv_num[kidx]))]
+    m = len(order)
+    new_group = np.ones(m, dtype=bool)
+    new_group[1:] = conv_num[order[1:]] != conv_num[order[:-1]]
+    starts = np.flatnonzero(new_group)
+    group_start = np.repeat(starts, np.diff(np.append(starts, m)))
+    message_idx_sorted = np.arange(m) - group_start
+    idx_of = np.full(n, -1, dtype=np.int64)
+    idx_of[order] = message_idx_sorted
+    par = parent_pos[order]
+    valid = (par >= 0) & (par != order)
+    valid[valid] &= keep[par[valid]] & (conv_num[par[valid]] == conv_num[order[valid]])
+    reply = np.where(valid, idx_of[np.clip(par, 0, None)], -1)
+
+    conv_sorted = conv_ids[order]
+    codes, uniq = pd.factorize(conv_sorted)
+    split_hint = np.asarray(table.column("split_hint").to_numpy(zero_copy_only=False), dtype=object)[order]
+    splits = np.asarray(hash_splits(list(uniq), split_fractions), dtype=object)[codes]
+    splits = np.where(pd.isna(split_hint), splits, split_hint)
+    take = pa.array(order)
+    out = pa.table(
+        {
+            "conversation_id": pa.array(conv_sorted, pa.string()),
+            "source": pa.array(np.full(m, source, dtype=object), pa.string()),
+            "platform": pa.array(np.full(m, platform, dtype=object), pa.string()),
+            "channel": table.column("channel").take(take),
+            "message_idx": pa.array(message_idx_sorted, pa.int64()),
+            "timestamp": table.column("timestamp").take(take),
+            "author": table.column("author").take(take),
+            "text": text.take(take),
+            "reply_to": pa.array(reply, pa.int64(), mask=reply < 0),
+            "split": pa.array(splits, pa.string()),
+        }
+    )
+    return out, {"read": n, "kept": m, "dropped": dropped}
 
 
 def build_corpus_stream(
@@ -216,16 +335,22 @@ def build_corpus_stream(
     progress = _Progress(log, f"corpus/{source}")
     with atomic_parquet_writer(out_path, CORPUS_SCHEMA) as writer:
         for piece in _aligned_batches(Path(raw_path), list(cut_keys), batch_rows):
-            corpus, acc = build_corpus(piece, source=source, platform=platform)
+            fast = corpus_piece_arrow(piece, source=source, platform=platform)
+            if fast is None:
+                frame, acc = build_corpus(piece.to_pandas(), source=source, platform=platform)
+                table = _to_table(frame, CORPUS_SCHEMA)
+            else:
+                table, acc = fast
+                table = table.cast(CORPUS_SCHEMA)
             read += acc["read"]
             kept += acc["kept"]
             for r, v in acc["dropped"].items():
                 dropped[r] = dropped.get(r, 0) + v
-            for split, g in corpus.groupby("split"):
-                messages[split] = messages.get(split, 0) + len(g)
-                conversations[split] = conversations.get(split, 0) + g["conversation_id"].nunique()
-            if len(corpus):
-                table = _to_table(corpus, CORPUS_SCHEMA)
+            if table.num_rows:
+                per_split = table.group_by("split").aggregate([("conversation_id", "count"), ("conversation_id", "count_distinct")])
+                for row in per_split.to_pylist():
+                    messages[row["split"]] = messages.get(row["split"], 0) + row["conversation_id_count"]
+                    conversations[row["split"]] = conversations.get(row["split"], 0) + row["conversation_id_count_distinct"]
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             progress.tick(read, "raw rows")
     progress.tick(read, "raw rows", force=True)
@@ -260,7 +385,8 @@ def build_pairs_stream(
     negatives: dict = {}
     progress = _Progress(log, "pairs")
     taken = 0
-    for piece in _aligned_batches(Path(corpus_path), ["conversation_id"], batch_rows):
+    for table in _aligned_batches(Path(corpus_path), ["conversation_id"], batch_rows):
+        piece = table.to_pandas()
         ids = piece["conversation_id"].unique()
         stats["conversations_read"] += len(ids)
         if conversation_fraction < 1.0:

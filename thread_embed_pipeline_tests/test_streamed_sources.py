@@ -97,6 +97,14 @@ def test_ubuntu_irc_lines_heuristic_links_and_drops(tmp_path):
     assert stamp == pd.Timestamp("2013-04-29 10:02")
     reply = corpus[corpus["text"] == "ann: sudo mount -t ntfs-3g /dev/sda1 /mnt"].iloc[0]
     assert reply["reply_to"] == 0
+    assert corpus["split"].nunique() == 1 and corpus["conversation_id"].nunique() == 4  # one split per channel-day
+
+
+def test_ubuntu_irc_splits_follow_channel_days(tmp_path):
+    F.write_ubuntu_irc(tmp_path, docs=F.sample_irc_days(30))
+    _, _, _, _, raw, corpus = run_chain(tmp_path, tmp_path / "w", "ubuntu_irc")
+    per_day = raw.groupby("line")["split_hint"].nunique()
+    assert (per_day == 1).all() and raw["split_hint"].nunique() >= 2
 
 
 def test_ubuntu_irc_channel_falls_back_to_document_id_and_bad_json_names_the_file(tmp_path):
@@ -181,20 +189,65 @@ def test_row_sampling_is_seeded_stable_and_capped(tmp_path):
     assert capped[0]["units_kept"] == 17 and capped[4]["line"].nunique() == 17 and capped[4]["line"].max() == 17
 
 
-def test_streamed_corpus_equals_in_memory_corpus_whatever_the_batch_size(tmp_path, monkeypatch):
+CORPUS_COMPARED = ["conversation_id", "message_idx", "channel", "timestamp", "author", "text", "reply_to", "split"]
+
+
+def _same_corpus(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    key = ["conversation_id", "message_idx"]
+    a = a.sort_values(key).reset_index(drop=True)[CORPUS_COMPARED].astype({"reply_to": "Int64"})
+    b = b.sort_values(key).reset_index(drop=True)[CORPUS_COMPARED].astype({"reply_to": "Int64"})
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+@pytest.mark.parametrize("name", sorted(HF_SOURCES))
+def test_streamed_corpus_equals_in_memory_corpus_whatever_the_batch_size(tmp_path, monkeypatch, name):
     import thread_embed_pipeline.streaming as streaming
 
     monkeypatch.setattr(streaming, "ROW_GROUP_ROWS", 50)
-    docs = F.sample_irc_days(8)
-    F.write_ubuntu_irc(tmp_path, docs=docs)
-    _, _, _, _, raw, streamed = run_chain(tmp_path, tmp_path / "w", "ubuntu_irc", batch_rows=3, corpus_batch_rows=37)
-    assert pq.ParquetFile(tmp_path / "w" / "raw_ubuntu_irc.parquet").metadata.num_row_groups > 3
+    F.write_all(tmp_path)
+    if name == "ubuntu_irc":
+        F.write_ubuntu_irc(tmp_path, docs=F.sample_irc_days(8))
+    _, _, _, _, raw, streamed = run_chain(tmp_path, tmp_path / "w", name, batch_rows=3, corpus_batch_rows=37)
+    assert pq.ParquetFile(tmp_path / "w" / f"raw_{name}.parquet").metadata.num_row_groups > 1
     raw = raw.assign(parent_ids=raw["parent_ids"].map(list))
-    whole, _ = build_corpus(raw, source="ubuntu_irc", platform="irc")
-    key = ["conversation_id", "message_idx"]
-    a = streamed.sort_values(key).reset_index(drop=True)
-    b = whole.sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a[["conversation_id", "message_idx", "text", "split"]], b[["conversation_id", "message_idx", "text", "split"]], check_dtype=False)
+    whole, _ = build_corpus(raw, source=name, platform=HF_SOURCES[name].platform)
+    _same_corpus(streamed, whole)
+
+
+def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
+    import pyarrow as pa
+
+    from thread_embed_pipeline.streaming import RAW_SCHEMA, corpus_piece_arrow
+
+    rows = [
+        # file, message_id, record_type, text, key, parents
+        ("a.txt", 0, "message", "hello?", None, []),
+        ("a.txt", 1, "message", "  hi  ", None, [0]),
+        ("a.txt", 1, "message", "duplicate id", None, []),
+        ("a.txt", 2, "system", "=== x", None, []),
+        ("a.txt", 3, "message", "   ", None, [1]),  # empty after stripping
+        ("a.txt", 4, "message", "links to a dropped row", None, [3]),
+        ("a.txt", 5, "message", "parent outside the piece", None, [99]),
+        ("a.txt", 6, "message", "self link", None, [6]),
+        ("b.txt", 0, "malformed", "junk", None, []),
+        ("b.txt", 1, "message", "keyed one", "k1", []),
+        ("b.txt", 2, "message", "keyed two", "k1", [1]),
+        ("b.txt", 3, "message", None, "k2", []),
+    ]
+    raw = pd.DataFrame(
+        {
+            "source": "s", "file": [r[0] for r in rows], "line": range(1, len(rows) + 1), "split_hint": [None] * 11 + ["test"],
+            "channel": "c", "message_id": [r[1] for r in rows], "timestamp": pd.Timestamp("2020-01-01"), "author": "u",
+            "text": [r[3] for r in rows], "conversation_key": [r[4] for r in rows], "parent_ids": [r[5] for r in rows], "record_type": [r[2] for r in rows],
+        }
+    )
+    fast, acc_fast = corpus_piece_arrow(pa.Table.from_pandas(raw, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc")
+    slow, acc_slow = build_corpus(raw, source="s", platform="irc")
+    assert acc_fast == acc_slow
+    assert acc_fast["dropped"] == {"duplicate": 1, "system": 1, "context": 0, "malformed": 1, "empty_text": 2}
+    _same_corpus(fast.to_pandas(), slow)
+    multi = raw.assign(parent_ids=[[0, 1]] + [[]] * 11)
+    assert corpus_piece_arrow(pa.Table.from_pandas(multi, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc") is None  # falls back
 
 
 def test_pairs_stream_samples_conversations_by_seed(tmp_path):

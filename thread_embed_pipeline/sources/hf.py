@@ -15,8 +15,8 @@ the columns its parser needs. Its files come from:
 Either way :func:`select_files` applies the source's file sampling (a seeded, stable fraction of
 the data files: how a 2-billion-message dump is sampled without ever being fetched whole), and
 :func:`iter_record_batches` yields ``pyarrow.RecordBatch`` es of at most ``batch_rows`` rows from
-Parquet (``pyarrow.parquet``) or JSON Lines (DuckDB's ``read_json``, streamed), so no file is ever
-read into memory whole.
+Parquet (``pyarrow.parquet``) or JSON Lines (``pyarrow.json.open_json`` over a gzip / zstd / plain
+stream, 16 MiB blocks), so no file is ever read into memory whole.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .errors import MIRROR_HINT, SourceDataError
 Log = Callable[[str], None]
 
 FILE_FORMATS = ("parquet", "json")
+JSON_BLOCK_BYTES = 1 << 24  # JSON Lines are parsed 16 MiB at a time (the schema comes from the first block)
 
 
 @dataclass(frozen=True)
@@ -248,26 +249,35 @@ def iter_record_batches(
             raise SourceDataError(f"{shown}: Parquet data is corrupt ({err})") from err
         return
 
-    import duckdb
+    import pyarrow.json as pj
 
-    con = duckdb.connect()
+    compression = "gzip" if shown.endswith(".gz") else "zstd" if shown.endswith(".zst") else None
     try:
+        stream = pa.input_stream(str(path), compression=compression)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise SourceDataError(f"{shown}: cannot open ({err})") from err
+    with stream:
         try:
-            rel = con.sql("SELECT * FROM read_json(?, format = 'newline_delimited', union_by_name = true)", params=[str(path)])
-        except duckdb.Error as err:
+            reader = pj.open_json(stream, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES))
+        except (pa.ArrowInvalid, OSError) as err:
             raise SourceDataError(f"{shown}: not readable as JSON Lines ({_first_line(err)})") from err
-        missing = [c for c in columns if c not in rel.columns]
+        names = reader.schema.names
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise SourceDataError(f"{shown}: lacks field(s) {missing}; it has {rel.columns}")
-        quoted = ", ".join(f'"{c}"' for c in list(columns) + [c for c in optional_columns if c in rel.columns])
-        try:
-            reader = con.sql(f"SELECT {quoted} FROM read_json(?, format = 'newline_delimited', union_by_name = true)", params=[str(path)]).to_arrow_reader(batch_rows)
-            for batch in reader:
-                yield batch
-        except duckdb.Error as err:
-            raise SourceDataError(f"{shown}: malformed JSON Lines ({_first_line(err)})") from err
-    finally:
-        con.close()
+            raise SourceDataError(f"{shown}: lacks field(s) {missing}; it has {names}")
+        wanted = list(columns) + [c for c in optional_columns if c in names]
+        records = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError) as err:
+                raise SourceDataError(f"{shown}: malformed JSON Lines after record {records} ({_first_line(err)})") from err
+            records += batch.num_rows
+            batch = batch.select(wanted)
+            for start in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(start, batch_rows)
 
 
 def _first_line(err: Exception) -> str:

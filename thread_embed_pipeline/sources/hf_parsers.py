@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from thread_embed_pipeline.corpus import hash_splits
 from thread_embed_pipeline.schemas import RAW_COLUMNS
 
 MALFORMED_TEXT_CHARS = 200
@@ -156,8 +157,10 @@ class IrcHeuristic:
     continuation_gap_min = 5
 
 
-IRC_LINE_RE2 = r"^\[(?P<hh>\d\d):(?P<mm>\d\d)\] (?:<(?P<nick>[^>\s]+)> ?(?P<msg>.*)|\s?\* (?P<anick>\S+) ?(?P<act>.*))$"
-ADDRESSEE_RE2 = r"^(?P<target>[^\s:,]{1,40})[:,](?:\s|$)"
+IRC_LINE_RE2 = (
+    r"^\[(?P<hh>\d\d):(?P<mm>\d\d)\] "
+    r"(?:<(?P<nick>[^>\s]+)> ?(?P<msg>(?:(?P<target>[^\s:,]{1,40})[:,](?:\s|$))?.*)|\s?\* (?P<anick>\S+) ?(?P<act>.*))$"
+)
 
 
 def parse_channel_day_logs(
@@ -176,7 +179,8 @@ def parse_channel_day_logs(
     or ``[HH:MM]  * nick action`` (kept as a message ``* action``). ``===`` status lines are
     ``system`` rows; any other non-empty line (relay debris such as ``\\x01\\x03``) is a
     ``malformed`` row; empty lines (the newline after the last line) are not records.
-    Timestamps: ``created`` (the day) + ``HH:MM``. Reply links: :class:`IrcHeuristic`.
+    Timestamps: ``created`` (the day) + ``HH:MM``. Reply links: :class:`IrcHeuristic`. Split: one
+    per document (``split_hint`` = the stable hash split of ``<source>/<id>``).
 
     Vectorised with Arrow compute (RE2 regexes over all lines of the batch at once) and numpy
     (the addressee lookup is an as-of join), returning an Arrow table in ``RAW_COLUMNS`` order.
@@ -211,7 +215,8 @@ def parse_channel_day_logs(
 
     # --- reply links (positions within the batch; -1: none) ------------------------------------
     parent = np.full(n, -1, dtype=np.int64)
-    target = pc.struct_field(pc.extract_regex(pc.if_else(is_msg, text, ""), ADDRESSEE_RE2), "target")
+    target = pc.struct_field(parts, "target")
+    target = pc.if_else(pc.and_(is_msg, pc.not_equal(pc.fill_null(target, ""), "")), target, pa.scalar(None, pa.string()))
     codes = pc.dictionary_encode(pa.chunked_array([pc.fill_null(author, ""), pc.fill_null(target, "")]).combine_chunks())
     code = np.asarray(codes.indices, dtype=np.int64)
     author_code, target_code = code[:n], code[n:]
@@ -245,7 +250,11 @@ def parse_channel_day_logs(
     system = np.asarray(pc.fill_null(pc.starts_with(flat, "==="), False), dtype=bool)
     record_type = np.where(ok, "message", np.where(system, "system", "malformed"))
     out_text = pc.if_else(pa.array(ok), text, pc.utf8_slice_codeunits(flat, 0, MALFORMED_TEXT_CHARS))
-    channels = np.asarray(_channels(batch, batch.column("id").to_pylist()), dtype=object)
+    ids = batch.column("id").to_pylist()
+    channels = np.asarray(_channels(batch, ids), dtype=object)
+    # one split per channel-day: the heuristic's conversations are noisy, and conversations of
+    # one day in different splits would share messages' context across train and test
+    doc_split = np.asarray(hash_splits([f"{source}/{doc_id}" for doc_id in ids]), dtype=object)
     ts = pa.array(np.where(ts_ns == np.iinfo(np.int64).min, 0, ts_ns), pa.int64()).cast(pa.timestamp("ns"))
     ts = pc.if_else(pa.array(ts_ns != np.iinfo(np.int64).min), ts, pa.scalar(None, pa.timestamp("ns")))
     return pa.table(
@@ -253,7 +262,7 @@ def parse_channel_day_logs(
             "source": pa.array(np.full(n, source, dtype=object), pa.string()),
             "file": pa.array(np.full(n, file, dtype=object), pa.string()),
             "line": pa.array(rows[doc_of], pa.int64()),
-            "split_hint": pa.nulls(n, pa.string()),
+            "split_hint": pa.array(doc_split[doc_of], pa.string()),
             "channel": pa.array(channels[doc_of], pa.string()),
             "message_id": pa.array(mids, pa.int64()),
             "timestamp": ts,
