@@ -40,6 +40,15 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
         selection=dg.AssetSelection.all(),
         description="Every asset, the streamed sources' chains included (needs their mirror folders or Hub access).",
     )
+    sources_parallel_job = dg.define_asset_job(
+        "sources_parallel_job",
+        selection=dg.AssetSelection.groups(*ALL_SOURCES),
+        executor_def=dg.multiprocess_executor,
+        description=(
+            "Every source's raw → corpus → pairs at once, one process per step (multiprocess executor; "
+            "set execution.config.max_concurrent). For machines with more cores; the other jobs run in-process."
+        ),
+    )
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
@@ -72,7 +81,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
                 voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
             ),
         },
-        jobs=[main_job, all_sources_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, *source_chain_jobs],
         executor=dg.in_process_executor,
     )
 

@@ -35,6 +35,13 @@ def test_graph_has_all_eight_chains_and_jobs():
     assert "model" in main and "raw/irc_disentangle" in main
     everything = {k.to_user_string() for k in defs.resolve_job_def("all_sources_job").asset_layer.selected_asset_keys}
     assert "raw/ubuntu_irc" in everything
+    parallel = defs.resolve_job_def("sources_parallel_job")
+    assert parallel.executor_def.name == "multiprocess" and defs.executor is dg.in_process_executor
+    assert len(parallel.asset_layer.selected_asset_keys) == 3 * len(ALL_SOURCES)
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "executors" / "multiprocess.yaml").read_text())
+    assert dg.validate_run_config(parallel, config)
 
 
 def _chain_checks(name: str):
