@@ -123,8 +123,11 @@ def write_raw_stream(
     *,
     batch_rows: int = 20_000,
     log: Log = print,
+    opener=None,
 ) -> dict:
     """Parse the sampled upstream records of ``files`` into raw rows in ``out_path`` (Parquet).
+
+    ``opener(rel)`` opens a data file as a binary stream (``ResolvedFiles.open``: local or Hub).
 
     Returns ``{"units_read", "units_kept", "read" (raw rows), "kept", "dropped_total",
     "by_record_type": {...}, "files"}``; units are upstream records (or servers).
@@ -136,7 +139,7 @@ def write_raw_stream(
     with atomic_parquet_writer(out_path, RAW_SCHEMA) as writer:
         pending: list[pd.DataFrame] = []
         pending_rows = 0
-        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows):
+        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows, opener=opener):
             units_read += chunk.units_read
             units_kept += chunk.units_kept
             if chunk.records is None:

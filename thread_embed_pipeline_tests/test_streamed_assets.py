@@ -161,3 +161,14 @@ def test_every_streamed_source_materialises_from_its_real_layout(tmp_path, name)
     assert all(e.passed for e in result.get_asset_check_evaluations())
     pairs = pd.read_parquet(tmp_path / "data" / "pairs" / f"{name}.parquet")
     assert set(pairs["strategy"]) <= set(HF_SOURCES[name].pair_strategies) and len(pairs) > 0
+
+
+def test_no_mirror_and_no_network_fails_fast_naming_dataset_and_setting(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    result = _materialize(tmp_path, None, "ubuntu_irc")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "common-pile/ubuntu_irc" in message and "THREAD_EMBED_MIRROR" in message and "OfflineModeIsEnabled" in message

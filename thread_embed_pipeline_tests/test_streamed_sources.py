@@ -349,3 +349,31 @@ def test_gzip_fixture_is_really_gzip(tmp_path):
     path = F.write_ubuntu_irc(tmp_path)
     with gzip.open(path, "rt") as f:
         assert json.loads(f.readline())["id"].endswith("-#ubuntu")
+
+
+def test_discord_unveiled_streams_from_the_hub_without_storing_the_dump(tmp_path):
+    guilds = {f"{g}": F.sample_server(g) for g in range(30)}
+    archive = F.write_discord_unveiled(tmp_path / "upstream", guilds=guilds)
+    spec = HF_SOURCES["discord_unveiled"]
+    opened = []
+
+    class Hub:
+        def list_repo_files(self, repo_id, repo_type, revision):
+            return ["README.md", "dataset.zst", "server_metadata/servers_metadata.txt"]
+
+    class Fs:
+        def open(self, url, mode, block_size):
+            opened.append(url)
+            return open(archive, "rb")
+
+    def no_download(**kw):
+        raise AssertionError("the 118 GB dump must not be downloaded")
+
+    sampling = Sampling(unit_fraction=0.5, max_units=4, seed=1)
+    cache = tmp_path / "cache"
+    resolved = resolve_files("discord_unveiled", spec.dataset, mirror_subdir=spec.mirror_subdir, mirror_dir=None, cache_dir=cache, sampling=sampling, log=QUIET, hub_api=Hub(), download=no_download, hf_fs=Fs())
+    assert resolved.origin == "hub-stream" and resolved.paths == ["dataset.zst"]
+    stats = write_raw_stream(spec, resolved.root, resolved.paths, sampling, tmp_path / "raw.parquet", log=QUIET, opener=resolved.open)
+    assert opened == [f"datasets/SaisExperiments/Discord-Unveiled-Compressed@{spec.dataset.revision}/dataset.zst"]
+    assert stats["units_kept"] == 4 and stats["units_read"] < 30
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))

@@ -91,7 +91,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
                 log=context.log.info,
             )
             out = _staging(chat_sources) / f"raw__{name}.parquet"
-            stats = write_raw_stream(spec, resolved.root, resolved.paths, sampling, out, batch_rows=config.batch_rows, log=context.log.info)
+            stats = write_raw_stream(spec, resolved.root, resolved.paths, sampling, out, batch_rows=config.batch_rows, log=context.log.info, opener=resolved.open)
         except SourceDataError as err:
             raise dg.Failure(description=f"{name}: {err}", metadata={"source": name, "dataset": spec.dataset.repo_id}) from err
         if stats["read"] == 0:

@@ -10,7 +10,8 @@ the columns its parser needs. Its files come from:
 * the Hub, when the mirror is off (``THREAD_EMBED_MIRROR=none``): ``huggingface_hub`` lists the
   repository's files at the pinned revision and fetches only the selected ones with
   ``hf_hub_download`` into ``<cache>/hf`` (its cache resumes interrupted downloads and skips files
-  it already holds); each file is retried with exponential backoff.
+  it already holds); each file is retried with exponential backoff. A dump too large to fetch
+  (``stream_from_hub``) is read sequentially over HTTP range requests instead and never stored.
 
 Either way :func:`select_files` applies the source's file sampling (a seeded, stable fraction of
 the data files: how a 2-billion-message dump is sampled without ever being fetched whole), and
@@ -37,6 +38,7 @@ from .errors import MIRROR_HINT, SourceDataError
 Log = Callable[[str], None]
 
 FILE_FORMATS = ("parquet", "json")
+STREAM_BLOCK_BYTES = 1 << 23  # HTTP range request size when streaming a file from the Hub
 JSON_BLOCK_BYTES = 1 << 24  # JSON Lines are parsed 16 MiB at a time (the schema comes from the first block)
 
 
@@ -50,6 +52,8 @@ class HfDataset:
     file_format: str  # "parquet" | "json" (JSON Lines; .jsonl, .json, .jsonl.gz, .jsonl.zst)
     columns: tuple[str, ...]  # upstream columns the parser reads; a file lacking one is an error
     optional_columns: tuple[str, ...] = ()  # read when the file has them
+    # a dump too large to fetch (Discord Unveiled: one 118 GB archive): stream it from the Hub
+    stream_from_hub: bool = False
     card_url: str = ""
     also_known_as: tuple[str, ...] = ()  # other repositories with the same layout
 
@@ -117,9 +121,17 @@ class ResolvedFiles:
     root: Path  # folder the relative paths are under
     paths: list[str]  # selected data files, relative to root
     available: int  # data files matching the patterns before file sampling
-    origin: str  # "mirror" | "hub"
+    origin: str  # "mirror" | "hub" | "hub-stream"
     revision: str | None = None
     notes: list[str] = field(default_factory=list)
+    # hub-stream: opens a data file on the Hub as a sequential binary stream (nothing is stored)
+    remote_open: Callable[[str], object] | None = None
+
+    def open(self, rel: str):
+        """A binary file object for data file ``rel`` (local, or streamed from the Hub)."""
+        if self.remote_open is not None:
+            return self.remote_open(rel)
+        return open(self.root / rel, "rb")
 
 
 def resolve_files(
@@ -135,10 +147,12 @@ def resolve_files(
     backoff_s: float = 2.0,
     hub_api=None,
     download: Callable[..., str] | None = None,
+    hf_fs=None,
 ) -> ResolvedFiles:
     """The data files of ``dataset`` to read, from the mirror or fetched from the Hub.
 
-    ``hub_api`` / ``download`` replace ``huggingface_hub.HfApi()`` / ``hf_hub_download`` (tests).
+    ``hub_api`` / ``download`` / ``hf_fs`` replace ``huggingface_hub.HfApi()`` / ``hf_hub_download`` /
+    ``HfFileSystem()`` (tests).
     Raises :class:`SourceDataError` naming the dataset and the mirror setting when nothing can be read.
     """
     if mirror_dir is not None:
@@ -198,6 +212,20 @@ def resolve_files(
     if not available:
         raise SourceDataError(f"source {name!r}: no file of {dataset.repo_id}@{dataset.revision} matches {list(dataset.data_files)}")
     chosen = select_files(available, sampling)
+    if dataset.stream_from_hub:
+        # never downloaded whole: read sequentially over HTTP range requests (huggingface_hub's
+        # HfFileSystem) and stopped as soon as the sample is complete
+        if hf_fs is None:
+            from huggingface_hub import HfFileSystem
+
+            hf_fs = HfFileSystem()
+
+        def remote_open(rel: str):
+            url = f"datasets/{dataset.repo_id}@{dataset.revision}/{rel}"
+            return with_retries(f"opening {rel} for streaming", lambda: hf_fs.open(url, "rb", block_size=STREAM_BLOCK_BYTES))
+
+        log(f"{name}: streaming {len(chosen)} data file(s) from {dataset.repo_id}@{dataset.revision[:12]} (not stored)")
+        return ResolvedFiles(Path(dataset.repo_id), chosen, len(available), "hub-stream", revision=dataset.revision, remote_open=remote_open)
     local_root: Path | None = None
     for i, path in enumerate(chosen, 1):
         local = with_retries(

@@ -59,10 +59,13 @@ class HfSourceSpec:
 
     streamed = True
 
-    def iter_chunks(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int = 20_000) -> Iterator[UpstreamChunk]:
-        """The sampled records of ``files`` (relative to ``root``), in order, ``batch_rows`` at a time."""
+    def iter_chunks(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int = 20_000, opener=None) -> Iterator[UpstreamChunk]:
+        """The sampled records of ``files`` (relative to ``root``), in order, ``batch_rows`` at a time.
+
+        ``opener(rel)`` opens a data file as a binary stream (``ResolvedFiles.open``; default: local).
+        """
         if self.unit == "tar_zst_members":
-            yield from _tar_member_chunks(self, root, files, sampling, batch_rows)
+            yield from _tar_member_chunks(self, root, files, sampling, batch_rows, opener)
             return
         kept_total = 0
         for rel in files:
@@ -109,14 +112,15 @@ def _runs(mask: list[bool]) -> Iterator[tuple[int, int]]:
         yield start, len(mask)
 
 
-def _tar_member_chunks(spec: HfSourceSpec, root: Path, files: list[str], sampling: Sampling, batch_rows: int) -> Iterator[UpstreamChunk]:
+def _tar_member_chunks(spec: HfSourceSpec, root: Path, files: list[str], sampling: Sampling, batch_rows: int, opener=None) -> Iterator[UpstreamChunk]:
     import json
 
     kept_total = 0
     for rel in files:
-        path = root / rel
         try:
-            handle = open(path, "rb")
+            handle = opener(rel) if opener is not None else open(root / rel, "rb")
+        except SourceDataError:
+            raise
         except OSError as err:
             raise SourceDataError(f"{rel}: cannot open ({err})") from err
         with handle:
@@ -204,6 +208,7 @@ HF_SOURCES: dict[str, HfSourceSpec] = {
                 data_files=("dataset.zst",),
                 file_format="json",
                 columns=("content", "author", "timestamp", "channel_id", "channel_name", "type", "message_reference"),
+                stream_from_hub=True,
                 also_known_as=("fvdfs41/Discord-Unveiled",),
             ),
             parse=_discord_parser,
