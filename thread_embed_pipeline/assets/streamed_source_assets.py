@@ -7,7 +7,6 @@ of conversations, small enough to be a DataFrame.
 
 from typing import Optional
 
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -59,9 +58,11 @@ class StreamedPairsConfig(dg.Config):
 
 
 def _staging(chat_sources: ChatSourcesResource) -> Path:
+    """Where streamed Parquet files are written before the IO manager moves them into place
+    (same file system as the default data folder, so the move is a rename)."""
     folder = chat_sources.cache_path() / "staging"
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="stream-", dir=folder))
+    return folder
 
 
 def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition]:
