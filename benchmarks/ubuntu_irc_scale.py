@@ -161,7 +161,7 @@ def render(rows: list[dict]) -> str:
     import pandas as pd
 
     cols = ["messages_generated", "documents", "shards", "raw_rows", "corpus_messages", "conversations", "raw_s", "corpus_s", "parse_plus_corpus_msgs_per_s", "peak_rss_mb", "pairs_s", "conversations_sampled", "pairs"]
-    table = pd.DataFrame(rows)[cols].to_markdown(index=False)
+    table = pd.DataFrame(rows)[cols].astype(object).to_markdown(index=False)
     return (
         "# Streaming benchmark: ubuntu_irc raw → corpus → pairs\n\n"
         "Command: `python benchmarks/ubuntu_irc_scale.py --messages "

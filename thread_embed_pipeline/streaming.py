@@ -79,20 +79,72 @@ assert tuple(RAW_SCHEMA.names) == RAW_COLUMNS and tuple(CORPUS_SCHEMA.names) == 
 ROW_GROUP_ROWS = 100_000
 
 
+# dictionary encoding only where values repeat (a chat text column would pay for nothing)
+DICTIONARY_COLUMNS = ("source", "file", "split_hint", "channel", "author", "record_type", "platform", "split")
+
+
+class _BackgroundParquetWriter:
+    """A ParquetWriter fed through a queue of at most ``depth`` tables, written on a thread:
+    encoding and compression (which release the GIL) overlap with the next batch's parsing,
+    and memory stays bounded."""
+
+    def __init__(self, path: str, schema: pa.Schema, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._writer = pq.ParquetWriter(
+            path,
+            schema,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=[c for c in DICTIONARY_COLUMNS if c in schema.names],
+        )
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._writer.write_table(item[0], row_group_size=item[1])
+                except BaseException as err:  # surfaced in write()/close()
+                    self._error = err
+
+    def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((table, row_group_size))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        if self._error is not None:
+            raise self._error
+
+
 @contextmanager
-def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A ParquetWriter on a temporary file beside ``path``, renamed onto ``path`` on success only."""
+def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[_BackgroundParquetWriter]:
+    """A (background) ParquetWriter on a temporary file beside ``path``, renamed onto ``path`` on success only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    writer = _BackgroundParquetWriter(tmp, schema)
     try:
         yield writer
         writer.close()
         os.replace(tmp, path)
     except BaseException:
-        writer.close()
+        try:
+            writer.close()
+        except BaseException:
+            pass
         Path(tmp).unlink(missing_ok=True)
         raise
 
@@ -243,10 +295,9 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
     keep = ~taken
 
     # conversations: the upstream key, else components of the reply links (smallest message_id)
-    keys = table.column("conversation_key")
+    keys = table.column("conversation_key").combine_chunks()
     keyed = np.asarray(pc.is_valid(keys), dtype=bool)
     conv_num = np.zeros(n, dtype=np.int64)  # a per-piece conversation number, for ordering
-    conv_ids = np.empty(n, dtype=object)
     parent_pos = np.full(n, -1, dtype=np.int64)
     has_parent = plen == 1
     if has_parent.any():
@@ -257,12 +308,13 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
             index = pd.Index(np.where(dup, -1 - np.arange(n), key64))  # first occurrence answers
         found = index.get_indexer(wanted)
         parent_pos[np.flatnonzero(has_parent)] = found
+    stem_of_row = pa.array(stems, pa.string()).take(pa.array(fcode))
+    prefix = pa.scalar(source, pa.string())
     if keyed.any():
-        key_enc = pc.dictionary_encode(pc.binary_join_element_wise(pa.array(stems[fcode], pa.string()), keys, "/")).combine_chunks()
+        key_enc = pc.dictionary_encode(pc.binary_join_element_wise(stem_of_row, keys, "/"))
         codes = np.asarray(pc.fill_null(key_enc.indices, -1), dtype=np.int64)
         conv_num[keyed] = codes[keyed]
-        names = np.asarray([f"{source}/{v}" for v in key_enc.dictionary.to_pylist()], dtype=object)
-        conv_ids[keyed] = names[codes[keyed]]
+    conv_str = pc.binary_join_element_wise(prefix, stem_of_row, pc.cast(keys, pa.string()), "/") if keyed.any() else None
     linked = ~keyed
     if linked.any():
         rows = np.flatnonzero(linked & (parent_pos >= 0))
@@ -274,8 +326,8 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
         first = pd.Series(np.where(linked, mids, np.iinfo(np.int64).max)).groupby(labels).transform("min").to_numpy()
         offset = int(conv_num.max(initial=0)) + 1
         conv_num[linked] = offset + labels[linked]
-        idx = np.flatnonzero(linked & keep)
-        conv_ids[idx] = [f"{source}/{stems[f]}/{m}" for f, m in zip(fcode[idx].tolist(), first[idx].tolist())]
+        linked_str = pc.binary_join_element_wise(prefix, stem_of_row, pc.cast(pa.array(first), pa.string()), "/")
+        conv_str = linked_str if conv_str is None else pc.if_else(pa.array(keyed), conv_str, linked_str)
 
     # kept rows in (conversation, file, message_id) order; message_idx; reply_to
     kidx = np.flatnonzero(keep)
@@ -293,15 +345,19 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
     valid[valid] &= keep[par[valid]] & (conv_num[par[valid]] == conv_num[order[valid]])
     reply = np.where(valid, idx_of[np.clip(par, 0, None)], -1)
 
-    conv_sorted = conv_ids[order]
-    codes, uniq = pd.factorize(conv_sorted)
-    split_hint = np.asarray(table.column("split_hint").to_numpy(zero_copy_only=False), dtype=object)[order]
-    splits = np.asarray(hash_splits(list(uniq), split_fractions), dtype=object)[codes]
-    splits = np.where(pd.isna(split_hint), splits, split_hint)
     take = pa.array(order)
+    conv_sorted = conv_str.take(take)
+    if isinstance(conv_sorted, pa.ChunkedArray):
+        conv_sorted = conv_sorted.combine_chunks()
+    split = table.column("split_hint").combine_chunks().take(take)
+    need = pc.is_null(split)
+    if pc.any(need).as_py():
+        needed = pc.dictionary_encode(conv_sorted.filter(need))
+        hashed = pa.array(hash_splits(needed.dictionary.to_pylist(), split_fractions), pa.string()).take(needed.indices)
+        split = pc.replace_with_mask(split, need, hashed)
     out = pa.table(
         {
-            "conversation_id": pa.array(conv_sorted, pa.string()),
+            "conversation_id": conv_sorted,
             "source": pa.array(np.full(m, source, dtype=object), pa.string()),
             "platform": pa.array(np.full(m, platform, dtype=object), pa.string()),
             "channel": table.column("channel").take(take),
@@ -310,7 +366,7 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
             "author": table.column("author").take(take),
             "text": text.take(take),
             "reply_to": pa.array(reply, pa.int64(), mask=reply < 0),
-            "split": pa.array(splits, pa.string()),
+            "split": split,
         }
     )
     return out, {"read": n, "kept": m, "dropped": dropped}
@@ -389,8 +445,7 @@ def build_pairs_stream(
     progress = _Progress(log, "pairs")
     taken = 0
     for table in _aligned_batches(Path(corpus_path), ["conversation_id"], batch_rows):
-        piece = table.to_pandas()
-        ids = piece["conversation_id"].unique()
+        ids = pc.unique(table.column("conversation_id")).to_pylist()
         stats["conversations_read"] += len(ids)
         if conversation_fraction < 1.0:
             ids = [c for c in ids if hash_fraction(f"{seed}:conv:{c}") < conversation_fraction]
@@ -399,7 +454,8 @@ def build_pairs_stream(
         taken += len(ids)
         stats["conversations_sampled"] += len(ids)
         if len(ids):
-            sub = piece[piece["conversation_id"].isin(set(ids))]
+            # only the sampled conversations leave Arrow
+            sub = table.filter(pc.is_in(table.column("conversation_id"), value_set=pa.array(ids, pa.string()))).to_pandas()
             pairs, st = build_pairs(sub, seed=seed, settings=settings, strategies=strategies)
             stats["skipped_short_conversations"] += st["skipped_short_conversations"]
             stats["skipped_identical_sides"] += st["skipped_identical_sides"]

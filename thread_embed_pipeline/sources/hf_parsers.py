@@ -157,10 +157,51 @@ class IrcHeuristic:
     continuation_gap_min = 5
 
 
-IRC_LINE_RE2 = (
-    r"^\[(?P<hh>\d\d):(?P<mm>\d\d)\] "
-    r"(?:<(?P<nick>[^>\s]+)> ?(?P<msg>(?:(?P<target>[^\s:,]{1,40})[:,](?:\s|$))?.*)|\s?\* (?P<anick>\S+) ?(?P<act>.*))$"
-)
+IRC_CHAT_RE2 = r"^\[\d\d:\d\d\] <[^>\s]+>( |$)"  # [HH:MM] <nick> message
+IRC_ACTION_RE2 = r"^\[\d\d:\d\d\]  ?\* \S"  # [HH:MM]  * nick action
+ADDRESSEE_RE2 = r"^(?P<target>[^\s:,]{1,40})[:,](?:\s|$)"  # "nick: ..." / "nick, ..."
+
+
+def _irc_line_fields(lines: pa.Array):
+    """(author, text, minutes, is_chat, is_action) of every line, vectorised.
+
+    Lines are recognised by two anchored RE2 matches; the fields come from fixed offsets and
+    one split at the first ``>`` (chat) or ``* `` (action) -- several times faster than a
+    capturing regex over millions of lines. Unrecognised lines get nulls.
+    """
+    import pyarrow.compute as pc
+
+    null_str = pa.scalar(None, pa.string())
+    chat = pc.fill_null(pc.match_substring_regex(lines, IRC_CHAT_RE2), False)
+    action = pc.and_(pc.invert(chat), pc.fill_null(pc.match_substring_regex(lines, IRC_ACTION_RE2), False))
+    ok = pc.or_(chat, action)
+    minutes = pc.add(
+        pc.multiply(pc.cast(pc.utf8_slice_codeunits(pc.if_else(ok, lines, "[00:00]"), 1, 3), pa.int64()), 60),
+        pc.cast(pc.utf8_slice_codeunits(pc.if_else(ok, lines, "[00:00]"), 4, 6), pa.int64()),
+    )
+    # chat: "[HH:MM] <nick" ">" " message"
+    chat_parts = pc.split_pattern(pc.if_else(chat, lines, "[00:00] <x> "), ">", max_splits=1)
+    nick = pc.utf8_slice_codeunits(pc.list_element(chat_parts, 0), 9)
+    body = pc.list_element(chat_parts, 1)
+    body = pc.if_else(pc.starts_with(body, " "), pc.utf8_slice_codeunits(body, 1), body)
+    # action: "[HH:MM]  " "* " "nick rest"
+    act_parts = pc.split_pattern(pc.if_else(action, lines, "[00:00] * x "), "* ", max_splits=1)
+    act_rest = pc.split_pattern(pc.list_element(act_parts, 1), " ", max_splits=1)
+    act_nick = pc.list_element(act_rest, 0)
+    act_text = pc.binary_join_element_wise("*", _second_or_empty(act_rest), " ")
+    author = pc.if_else(chat, nick, pc.if_else(action, act_nick, null_str))
+    text = pc.if_else(chat, body, pc.if_else(action, act_text, null_str))
+    return author, text, pc.if_else(ok, minutes, pa.scalar(None, pa.int64())), chat, action
+
+
+def _second_or_empty(lists: pa.Array) -> pa.Array:
+    """The second element of each list, or "" where a list has one element."""
+    import pyarrow.compute as pc
+
+    padded = pc.list_slice(lists, 0, 2)
+    length = pc.list_value_length(padded)
+    safe = pc.if_else(pc.equal(length, 2), padded, pa.scalar(["", ""], padded.type))
+    return pc.list_element(safe, 1)
 
 
 def parse_channel_day_logs(
@@ -199,13 +240,9 @@ def parse_channel_day_logs(
     if n == 0:
         return pa.table({c: pa.array([], type=RAW_ARROW_TYPES[c]) for c in RAW_COLUMNS})
 
-    parts = pc.extract_regex(flat, IRC_LINE_RE2)
-    ok = np.asarray(pc.is_valid(parts), dtype=bool)
-    nick = pc.struct_field(parts, "nick")
-    is_msg = pc.and_(pc.is_valid(nick), pc.not_equal(nick, ""))
-    author = pc.if_else(is_msg, nick, pc.struct_field(parts, "anick"))
-    text = pc.if_else(is_msg, pc.struct_field(parts, "msg"), pc.binary_join_element_wise("*", pc.struct_field(parts, "act"), " "))
-    minutes = pc.add(pc.multiply(pc.cast(pc.struct_field(parts, "hh"), pa.int64()), 60), pc.cast(pc.struct_field(parts, "mm"), pa.int64()))
+    author, text, minutes, chat, action = _irc_line_fields(flat)
+    ok = np.asarray(pc.or_(chat, action), dtype=bool)
+    is_msg = chat
     created = pc.utf8_slice_codeunits(batch.column("created").cast(pa.string()), 0, 10)
     day = pc.strptime(created, format="%Y-%m-%d", unit="ns", error_is_null=True)
     day_ns = np.asarray(pc.fill_null(pc.cast(day, pa.int64()), -1), dtype=np.int64)[doc_of]
@@ -215,8 +252,7 @@ def parse_channel_day_logs(
 
     # --- reply links (positions within the batch; -1: none) ------------------------------------
     parent = np.full(n, -1, dtype=np.int64)
-    target = pc.struct_field(parts, "target")
-    target = pc.if_else(pc.and_(is_msg, pc.not_equal(pc.fill_null(target, ""), "")), target, pa.scalar(None, pa.string()))
+    target = pc.struct_field(pc.extract_regex(pc.if_else(is_msg, text, ""), ADDRESSEE_RE2), "target")
     codes = pc.dictionary_encode(pa.chunked_array([pc.fill_null(author, ""), pc.fill_null(target, "")]).combine_chunks())
     code = np.asarray(codes.indices, dtype=np.int64)
     author_code, target_code = code[:n], code[n:]
