@@ -173,13 +173,14 @@ def write_raw_stream(
     sampling: Sampling,
     out_path: Path,
     *,
-    batch_rows: int = 20_000,
+    batch_rows: int | None = None,
     log: Log = print,
     opener=None,
 ) -> dict:
     """Parse the sampled upstream records of ``files`` into raw rows in ``out_path`` (Parquet).
 
-    ``opener(rel)`` opens a data file as a binary stream (``ResolvedFiles.open``: local or Hub).
+    ``opener(rel)`` opens a data file as a binary stream (``ResolvedFiles.open``: local or Hub);
+    ``batch_rows`` (default: the source's) upstream records are parsed at a time.
 
     Returns ``{"units_read", "units_kept", "read" (raw rows), "kept", "dropped_total",
     "by_record_type": {...}, "files"}``; units are upstream records (or servers).
@@ -191,7 +192,7 @@ def write_raw_stream(
     with atomic_parquet_writer(out_path, RAW_SCHEMA) as writer:
         pending: list[pd.DataFrame] = []
         pending_rows = 0
-        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows, opener=opener):
+        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows or spec.batch_rows, opener=opener):
             units_read += chunk.units_read
             units_kept += chunk.units_kept
             if chunk.records is None:
@@ -229,7 +230,8 @@ def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[p
     """Arrow tables of a Parquet file in which the rows of one ``keys`` value are never split
     (the file holds each key's rows contiguously)."""
     carry: pa.Table | None = None
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+    # pre_buffer=False: with read-ahead buffering, iter_batches holds on to more and more memory
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows):
         table = pa.Table.from_batches([batch])
         if carry is not None and carry.num_rows:
             table = pa.concat_tables([carry, table])

@@ -10,11 +10,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
-from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline_tests import hf_fixtures
 from thread_embed_pipeline_tests.fake_embedding_server import FakeEmbeddingServer
 
 FAKE_KEY = "sk-test-DO-NOT-LEAK-4b1d9e"
@@ -25,7 +27,8 @@ METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"}
 def _run_config(tiny_model_dir) -> dict:
     return {
         "ops": {
-            "training_pairs": {"config": {"budget": 96}},
+            "training_pairs": {"config": {"budget": 96, "streamed_sources": ["ubuntu_irc", "flyte_slack"]}},
+            "raw__discord_unveiled": {"config": {"unit_fraction": 1.0}},
             "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": DIMS, "batch_size": 16, "max_seq_length": 32, "bf16": False}},
             "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
             "eval_report": {"config": {"bootstrap_resamples": 100, "extra_models": ["openai:text-embedding-3-small"]}},
@@ -53,10 +56,18 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
     """Materialise everything once; returns (instance, resources, run result, base dir, assets, defs, server)."""
     base = tmp_path_factory.mktemp("e2e")
     defs = build_definitions(external_eval_sets=_write_external_sets(base))
+    # the real mirror's three sources, plus small files in the streamed sources' real layouts
+    mirror = base / "mirror"
+    mirror.mkdir()
+    for folder in mirror_root.iterdir():
+        if folder.is_dir():
+            (mirror / folder.name).symlink_to(folder, target_is_directory=True)
+    hf_fixtures.write_all(mirror)
     with FakeEmbeddingServer() as server:
         resources = {
             "io_manager": ParquetIOManager(base_dir=str(base / "data")),
-            "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root), max_files_per_folder=1),
+            OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(base / "data"), missing_ok=True),
+            "chat_sources": ChatSourcesResource(mirror_dir=str(mirror), max_files_per_folder=1),
             "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
             "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),
         }
@@ -97,9 +108,14 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     card = (checkpoint / "README.md").read_text()
     assert "hybrid:fine_tuned" in card and "bm25" in card and "concurrent_thread" in card
     assert (base / "data" / "exports" / "pools" / "threadembed.jsonl").exists()
-    for name in SOURCES:
+    for name in ALL_SOURCES:
         meta = result.asset_materializations_for_node(f"corpus__{name}")[0].metadata
         assert meta["read"].value == meta["kept"].value + meta["dropped_total"].value
+    training = result.asset_materializations_for_node("training_pairs")[0].metadata
+    assert training["streamed/ubuntu_irc"].value.endswith(" pairs") and training["streamed/flyte_slack"].value.endswith(" pairs")
+    kept_sources = set(pd.read_parquet(base / "data" / "training_pairs.parquet")["source"])
+    assert kept_sources & {"ubuntu_irc", "flyte_slack"}  # the selected streamed sources are sampled from
+    assert training["streamed/discord_dialogues"].value == "not selected (materialised, ignored)"
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
 
@@ -120,6 +136,7 @@ def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(
     selection = dg.AssetSelection.assets(dg.AssetKey(["raw", "slack_dev_chats"])).downstream()
     config = _run_config(tiny_model_dir)
     config["ops"]["eval_report"]["config"]["extra_models"] = []
+    config["ops"].pop("raw__discord_unveiled")  # not in the selection
     result = dg.materialize(assets, selection=selection, instance=instance, resources={**resources, "embedding_apis": EmbeddingApisResource()}, run_config=config)
     assert result.success
     materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

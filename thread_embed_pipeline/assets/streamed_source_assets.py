@@ -31,7 +31,7 @@ class StreamSamplingConfig(dg.Config):
     max_units: Optional[int] = None
     all_units: bool = False
     seed: int = 0
-    batch_rows: int = 20_000
+    batch_rows: Optional[int] = None  # upstream records per batch; None: the source's default
 
     def sampling(self, default: Sampling) -> Sampling:
         return Sampling(

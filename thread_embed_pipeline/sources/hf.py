@@ -264,7 +264,7 @@ def iter_record_batches(
     shown = rel_path or str(path)
     if file_format == "parquet":
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)  # bounded memory over many batches
         except (pa.ArrowInvalid, OSError) as err:
             raise SourceDataError(f"{shown}: not a readable Parquet file ({err})") from err
         missing = [c for c in columns if c not in pf.schema_arrow.names]

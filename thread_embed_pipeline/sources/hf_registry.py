@@ -56,6 +56,9 @@ class HfSourceSpec:
     # raw columns whose value changes only between conversations: the corpus stage cuts its
     # stream there ("line": one upstream record per conversation group)
     corpus_cut_keys: tuple[str, ...] = ("file", "line")
+    # upstream records per batch: what bounds memory (a channel-day holds ~140 messages on
+    # average, a ChatML exchange 2-3, a Discord server line 1)
+    batch_rows: int = 20_000
 
     streamed = True
 
@@ -233,6 +236,7 @@ HF_SOURCES: dict[str, HfSourceSpec] = {
             ),
             parse=hf_parsers.parse_channel_day_logs,
             default_sampling=Sampling(max_units=2_000),
+            batch_rows=250,
         ),
         HfSourceSpec(
             name="flyte_slack",
