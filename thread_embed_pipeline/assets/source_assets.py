@@ -30,6 +30,30 @@ class PairsConfig(dg.Config):
     hard_negative_window_minutes: int = 30
 
 
+def pair_builder_settings(config: PairsConfig, **overrides) -> PairBuilderSettings:
+    """The pair builder's settings from a pairs asset's config (plus per-source ``overrides``)."""
+    return PairBuilderSettings(
+        thread_pairs_per_conversation=config.thread_pairs_per_conversation,
+        thread_positive_messages=config.thread_positive_messages,
+        query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
+        adjacency_window_messages=config.adjacency_window_messages,
+        adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
+        **overrides,
+    )
+
+
+def pairs_metadata(frame: pd.DataFrame, stats: dict, negative_counts: dict) -> dict:
+    """What every pairs asset reports: skips, pairs per strategy and split, hard negatives, a preview."""
+    return {
+        "skipped_short_conversations": stats["skipped_short_conversations"],
+        "skipped_identical_sides": stats["skipped_identical_sides"],
+        **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
+        **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
+        **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in negative_counts.items()},
+        "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
+    }
+
+
 def slice_files(files: list[str], max_per_folder: int | None) -> list[str]:
     """The first ``max_per_folder`` file groups of each folder; a group is one stem (``x.ascii.txt`` + ``x.annotation.txt``)."""
     if max_per_folder is None:
@@ -124,26 +148,11 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         description=f"Seeded thread / query-response / adjacency pairs of every {name} conversation (all splits).",
     )
     def pairs(context: dg.AssetExecutionContext, config: PairsConfig, corpus: pd.DataFrame) -> pd.DataFrame:
-        settings = PairBuilderSettings(
-            thread_pairs_per_conversation=config.thread_pairs_per_conversation,
-            thread_positive_messages=config.thread_positive_messages,
-            query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
-            adjacency_window_messages=config.adjacency_window_messages,
-            adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
-        )
-        frame, stats = build_pairs(corpus, seed=config.seed, settings=settings)
+        frame, stats = build_pairs(corpus, seed=config.seed, settings=pair_builder_settings(config))
         negative_counts: dict = {}
         if config.hard_negatives:
             frame, negative_counts = add_chat_hard_negatives(frame, corpus, seed=config.seed, window_minutes=config.hard_negative_window_minutes)
-        meta = {
-            "conversations": stats["conversations"],
-            "skipped_short_conversations": stats["skipped_short_conversations"],
-            "skipped_identical_sides": stats["skipped_identical_sides"],
-            **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
-            **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
-            **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in negative_counts.items()},
-            "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
-        }
+        meta = {"conversations": stats["conversations"], **pairs_metadata(frame, stats, negative_counts)}
         context.add_output_metadata(meta)
         return frame
 

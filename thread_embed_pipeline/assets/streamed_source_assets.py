@@ -12,9 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.metadata import table_md
-from thread_embed_pipeline.assets.source_assets import corpus_key, pairs_key, raw_key
-from thread_embed_pipeline.pairs import PairBuilderSettings
+from thread_embed_pipeline.assets.source_assets import PairsConfig, corpus_key, pair_builder_settings, pairs_key, pairs_metadata, raw_key
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
@@ -42,19 +40,11 @@ class StreamSamplingConfig(dg.Config):
         )
 
 
-class StreamedPairsConfig(dg.Config):
-    """Pair shapes per conversation, the seed, and a seeded sample of conversations."""
+class StreamedPairsConfig(PairsConfig):
+    """``PairsConfig`` plus a seeded sample of conversations."""
 
-    seed: int = 13
-    thread_pairs_per_conversation: int = 4
-    thread_positive_messages: int = 8
-    query_response_pairs_per_conversation: int = 3
-    adjacency_window_messages: int = 5
-    adjacency_pairs_per_conversation: int = 2
     conversation_fraction: float = 1.0
     max_conversations: Optional[int] = None
-    hard_negatives: bool = True
-    hard_negative_window_minutes: int = 30
 
 
 def _staging(chat_sources: ChatSourcesResource) -> Path:
@@ -144,14 +134,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
         description=f"Seeded {' / '.join(spec.pair_strategies)} pairs of a seeded sample of {name}'s conversations (all splits).",
     )
     def pairs(context: dg.AssetExecutionContext, config: StreamedPairsConfig, corpus: Path) -> pd.DataFrame:
-        settings = PairBuilderSettings(
-            thread_pairs_per_conversation=config.thread_pairs_per_conversation,
-            thread_positive_messages=config.thread_positive_messages,
-            query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
-            adjacency_window_messages=config.adjacency_window_messages,
-            adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
-            require_question_mark=spec.require_question_mark,
-        )
+        settings = pair_builder_settings(config, require_question_mark=spec.require_question_mark)
         frame, stats = build_pairs_stream(
             corpus,
             seed=config.seed,
@@ -168,12 +151,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
             "conversations_sampled": stats["conversations_sampled"],
             "sampling/conversation_fraction": config.conversation_fraction,
             "sampling/max_conversations": config.max_conversations if config.max_conversations is not None else "all",
-            "skipped_short_conversations": stats["skipped_short_conversations"],
-            "skipped_identical_sides": stats["skipped_identical_sides"],
-            **{f"pairs/{k}": int(v) for k, v in stats["pairs"].items()},
-            **{f"pairs_in_split/{k}": int(v) for k, v in frame["split"].value_counts().sort_index().items()},
-            **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in stats["hard_negatives"].items()},
-            "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
+            **pairs_metadata(frame, stats, stats["hard_negatives"]),
         }
         context.add_output_metadata(meta)
         return frame
