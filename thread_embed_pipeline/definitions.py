@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from thread_embed_pipeline import paths
+from thread_embed_pipeline.assets.automation import build_upstream_asset, upstream_key
 from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, eval_exports, eval_sets
 from thread_embed_pipeline.assets.source_assets import all_source_assets, raw_key
 from thread_embed_pipeline.assets.streamed_source_assets import all_streamed_source_assets
@@ -49,6 +50,39 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
             "set execution.config.max_concurrent). For machines with more cores; the other jobs run in-process."
         ),
     )
+    upstream_assets = [build_upstream_asset(spec) for spec in ALL_SOURCES.values()]
+    observe_sources_job = dg.define_asset_job(
+        "observe_sources_job",
+        selection=dg.AssetSelection.assets(*[upstream_key(name) for name in ALL_SOURCES]),
+        description="Observe every source (hash of its files' paths, sizes and mtimes; no parsing). The automation sensor then rebuilds only what changed.",
+    )
+    retrain_job = dg.define_asset_job(
+        "retrain_and_eval_job",
+        selection=dg.AssetSelection.assets("training_pairs", "model", "eval_report"),
+        description="Resample the training pairs, retrain the model and re-run the evaluation from the stored pairs and eval sets.",
+    )
+    schedules = [
+        dg.ScheduleDefinition(
+            name="nightly_source_refresh",
+            job=observe_sources_job,
+            cron_schedule="0 2 * * *",
+            description="02:00 every night: observe the sources; changed ones are rebuilt by the automation sensor, unchanged ones cost nothing.",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        ),
+        dg.ScheduleDefinition(
+            name="weekly_retrain",
+            job=retrain_job,
+            cron_schedule="0 4 * * 0",
+            description="04:00 every Sunday: retrain on the current pairs and re-evaluate.",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        ),
+    ]
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "thread_embed_automation",
+        target=dg.AssetSelection.all(include_sources=True),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests an asset when an upstream data version or its own code version changed (see assets/automation.py).",
+    )
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
@@ -59,6 +93,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
     ]
     return dg.Definitions(
         assets=[
+            *upstream_assets,
             *all_source_assets(),
             *all_streamed_source_assets(),
             eval_sets,
@@ -81,7 +116,9 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
                 voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
             ),
         },
-        jobs=[main_job, all_sources_job, sources_parallel_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, *source_chain_jobs],
+        schedules=schedules,
+        sensors=[automation_sensor],
         executor=dg.in_process_executor,
     )
 

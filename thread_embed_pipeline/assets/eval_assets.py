@@ -8,6 +8,7 @@ import pandas as pd
 
 from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.metadata import png_md, table_md
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.assets.source_assets import corpus_key
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
@@ -20,6 +21,7 @@ from thread_embed_pipeline.model_card import write_model_card
 from thread_embed_pipeline.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.versioning import code_version, frame_fingerprint
 from thread_embed_pipeline.training import load_sentence_model
 
 
@@ -56,9 +58,11 @@ class EvalReportConfig(dg.Config):
     ins={f"corpus_{name}": dg.AssetIn(corpus_key(name)) for name in SOURCES},
     group_name="evaluation",
     kinds={"parquet"},
+    code_version=code_version("eval_sets"),
+    automation_condition=UPDATE_ON_CHANGE,
     description="Thread, response and concurrent-thread retrieval queries, documents and pools from held-out conversations of every source.",
 )
-def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig, **corpora: pd.DataFrame) -> pd.DataFrame:
+def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig, **corpora: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     by_source = {name.removeprefix("corpus_"): frame for name, frame in corpora.items()}
     frame, notes = build_eval_sets(
         by_source,
@@ -76,7 +80,7 @@ def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig, **corpo
     for note in notes:
         context.log.warning(note)
     context.add_output_metadata(_eval_set_metadata(frame, notes))
-    return frame
+    return versioned_output(frame)
 
 
 def _eval_set_metadata(frame: pd.DataFrame, notes: list[str]) -> dict:
@@ -98,9 +102,11 @@ def build_external_eval_asset(entry: ExternalEvalSet) -> dg.AssetsDefinition:
         key=external_eval_key(entry.name),
         group_name="evaluation",
         kinds={"parquet"},
+        code_version=code_version("eval_sets"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"External eval set {entry.name} read from {entry.path.name} (pool .jsonl or BEIR folder).",
     )
-    def external_eval(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    def external_eval(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         try:
             frame, notes = read_external_eval_set(entry.path, name=entry.name)
         except (EvalSetFormatError, FileNotFoundError, ValueError) as err:
@@ -108,13 +114,15 @@ def build_external_eval_asset(entry: ExternalEvalSet) -> dg.AssetsDefinition:
         for note in notes:
             context.log.warning(note)
         context.add_output_metadata(_eval_set_metadata(frame, notes))
-        return frame
+        return versioned_output(frame)
 
     return external_eval
 
 
 @dg.asset(
     group_name="evaluation",
+    code_version=code_version("eval_sets"),
+    automation_condition=UPDATE_ON_CHANGE,
     description="The project's own eval sets exported in the reference pool format (.jsonl) and the BEIR layout, under data/exports/.",
 )
 def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> dg.MaterializeResult:
@@ -123,6 +131,7 @@ def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> 
     beir_dirs = export_beir(eval_sets, out / "beir")
     context.log.info(f"exported pools to {pool_path} and {len(beir_dirs)} BEIR folders")
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(frame_fingerprint(eval_sets)),  # a pure function of eval_sets
         metadata={
             "pool_jsonl": dg.MetadataValue.path(str(pool_path)),
             "beir_folders": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in beir_dirs)),
@@ -137,6 +146,8 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         ins={"eval_sets": dg.AssetIn("eval_sets"), "model": dg.AssetIn("model"), **external_ins},
         group_name="evaluation",
         kinds={"parquet", "duckdb"},
+        code_version=code_version("eval_report"),
+        automation_condition=UPDATE_ON_CHANGE,
         description="MRR@10, NDCG@10, Recall@1/5/10 with 95% bootstrap CIs and paired tests for the fine-tuned model, the base model, BM25, hybrids and API models, at every Matryoshka dim.",
     )
     def eval_report(
@@ -147,7 +158,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         eval_sets: pd.DataFrame,
         model: dict,
         **external: pd.DataFrame,
-    ) -> pd.DataFrame:
+    ) -> dg.Output[pd.DataFrame]:
         trainer.apply_environment()
         all_sets = pd.concat([eval_sets, *external.values()], ignore_index=True)
         specs: dict[str, str] = {}
@@ -204,7 +215,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
             "rows": len(results),
         }
         context.add_output_metadata(meta)
-        return results
+        return versioned_output(results)
 
     return eval_report
 

@@ -6,7 +6,9 @@ import re
 import dagster as dg
 import pandas as pd
 
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, upstream_key, versioned_output
 from thread_embed_pipeline.assets.metadata import accounting_metadata, table_md
+from thread_embed_pipeline.versioning import code_version
 from thread_embed_pipeline.corpus import build_corpus
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
@@ -90,11 +92,14 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=raw_key(name),
+        deps=[upstream_key(name)],
         group_name=name,
         kinds={"parquet"},
+        code_version=code_version("raw"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"Every input line/message of {name} ({spec.description}), with file and line.",
     )
-    def raw(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource) -> pd.DataFrame:
+    def raw(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource) -> dg.Output[pd.DataFrame]:
         files = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
         try:
             root = ensure_source_files(
@@ -120,16 +125,18 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
                 "origin": "mirror" if chat_sources.mirror_path() else "upstream download",
             }
         )
-        return frame
+        return versioned_output(frame)
 
     @dg.asset(
         key=corpus_key(name),
         ins={"raw": dg.AssetIn(raw_key(name))},
         group_name=name,
         kinds={"parquet"},
+        code_version=code_version("corpus"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"Messages of {name} grouped into conversations, with a deterministic train/dev/test split.",
     )
-    def corpus(context: dg.AssetExecutionContext, raw: pd.DataFrame) -> pd.DataFrame:
+    def corpus(context: dg.AssetExecutionContext, raw: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         frame, accounting = build_corpus(raw, source=name, platform=spec.platform)
         per_split = frame.groupby("split").agg(messages=("text", "size"), conversations=("conversation_id", "nunique"))
         meta = accounting_metadata(accounting)
@@ -138,23 +145,25 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
             meta[f"conversations/{split}"] = int(row["conversations"])
         meta["preview"] = table_md(frame[["conversation_id", "message_idx", "author", "text", "split"]])
         context.add_output_metadata(meta)
-        return frame
+        return versioned_output(frame)
 
     @dg.asset(
         key=pairs_key(name),
         ins={"corpus": dg.AssetIn(corpus_key(name))},
         group_name=name,
         kinds={"parquet"},
+        code_version=code_version("pairs"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"Seeded thread / query-response / adjacency pairs of every {name} conversation (all splits).",
     )
-    def pairs(context: dg.AssetExecutionContext, config: PairsConfig, corpus: pd.DataFrame) -> pd.DataFrame:
+    def pairs(context: dg.AssetExecutionContext, config: PairsConfig, corpus: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         frame, stats = build_pairs(corpus, seed=config.seed, settings=pair_builder_settings(config))
         negative_counts: dict = {}
         if config.hard_negatives:
             frame, negative_counts = add_chat_hard_negatives(frame, corpus, seed=config.seed, window_minutes=config.hard_negative_window_minutes)
         meta = {"conversations": stats["conversations"], **pairs_metadata(frame, stats, negative_counts)}
         context.add_output_metadata(meta)
-        return frame
+        return versioned_output(frame)
 
     return [raw, corpus, pairs]
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, upstream_key, versioned_output
 from thread_embed_pipeline.assets.source_assets import PairsConfig, corpus_key, pair_builder_settings, pairs_key, pairs_metadata, raw_key
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES, HfSourceSpec
+from thread_embed_pipeline.versioning import code_version
 from thread_embed_pipeline.streaming import build_corpus_stream, build_pairs_stream, write_raw_stream
 
 
@@ -61,15 +63,18 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
 
     @dg.asset(
         key=raw_key(name),
+        deps=[upstream_key(name)],
         group_name=name,
         kinds={"parquet", "huggingface"},
+        code_version=code_version("raw"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=(
             f"{spec.description} Streamed from {spec.dataset.repo_id}@{spec.dataset.revision[:12]} (mirror or Hub), "
             f"sampled (default: file_fraction={default.file_fraction}, unit_fraction={default.unit_fraction}, "
             f"max_units={default.max_units}) and written in Parquet row groups."
         ),
     )
-    def raw(context: dg.AssetExecutionContext, config: StreamSamplingConfig, chat_sources: ChatSourcesResource) -> Path:
+    def raw(context: dg.AssetExecutionContext, config: StreamSamplingConfig, chat_sources: ChatSourcesResource) -> dg.Output[Path]:
         sampling = config.sampling(default)
         try:
             resolved = resolve_files(
@@ -105,16 +110,18 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
                 **sampling.as_metadata(),
             }
         )
-        return out
+        return versioned_output(out)
 
     @dg.asset(
         key=corpus_key(name),
         ins={"raw": dg.AssetIn(raw_key(name))},
         group_name=name,
         kinds={"parquet"},
+        code_version=code_version("corpus"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"Messages of {name} grouped into conversations, built out of core, with a stable hash split.",
     )
-    def corpus(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource, raw: Path) -> Path:
+    def corpus(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource, raw: Path) -> dg.Output[Path]:
         out = _staging(chat_sources) / f"corpus__{name}.parquet"
         acc = build_corpus_stream(raw, out, source=name, platform=spec.platform, cut_keys=spec.corpus_cut_keys, log=context.log.info)
         meta: dict = {"read": acc["read"], "kept": acc["kept"], "dropped_total": int(sum(acc["dropped"].values()))}
@@ -124,16 +131,18 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
         if acc["kept"] == 0:
             raise dg.Failure(description=f"{name}: no message survived the corpus stage ({meta})")
         context.add_output_metadata(meta)
-        return out
+        return versioned_output(out)
 
     @dg.asset(
         key=pairs_key(name),
         ins={"corpus": dg.AssetIn(corpus_key(name))},
         group_name=name,
         kinds={"parquet"},
+        code_version=code_version("pairs"),
+        automation_condition=UPDATE_ON_CHANGE,
         description=f"Seeded {' / '.join(spec.pair_strategies)} pairs of a seeded sample of {name}'s conversations (all splits).",
     )
-    def pairs(context: dg.AssetExecutionContext, config: StreamedPairsConfig, corpus: Path) -> pd.DataFrame:
+    def pairs(context: dg.AssetExecutionContext, config: StreamedPairsConfig, corpus: Path) -> dg.Output[pd.DataFrame]:
         settings = pair_builder_settings(config, require_question_mark=spec.require_question_mark)
         frame, stats = build_pairs_stream(
             corpus,
@@ -154,7 +163,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
             **pairs_metadata(frame, stats, stats["hard_negatives"]),
         }
         context.add_output_metadata(meta)
-        return frame
+        return versioned_output(frame)
 
     return [raw, corpus, pairs]
 

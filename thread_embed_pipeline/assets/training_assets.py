@@ -5,7 +5,9 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.assets.metadata import table_md
+from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
 from thread_embed_pipeline.assets.source_assets import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
 from thread_embed_pipeline.pairs import select_training_pairs
@@ -74,9 +76,11 @@ OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
     },
     group_name="training",
     kinds={"parquet"},
+    code_version=code_version("training_pairs"),
+    automation_condition=UPDATE_ON_CHANGE,
     description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
 )
-def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: Optional[pd.DataFrame]) -> pd.DataFrame:
+def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: Optional[pd.DataFrame]) -> dg.Output[pd.DataFrame]:
     unknown_streamed = set(config.streamed_sources) - set(HF_SOURCES)
     if unknown_streamed:
         raise dg.Failure(description=f"streamed_sources has unknown names {sorted(unknown_streamed)}; streamed sources: {sorted(HF_SOURCES)}")
@@ -124,15 +128,17 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
     meta.update(streamed_meta)
     meta["preview"] = table_md(selected[["strategy", "source", "anchor", "positive"]])
     context.add_output_metadata(meta)
-    return selected
+    return versioned_output(selected)
 
 
 @dg.asset(
     group_name="training",
     kinds={"pytorch"},
+    code_version=code_version("model"),
+    automation_condition=UPDATE_ON_CHANGE,
     description="A sentence-transformers checkpoint (safetensors) trained with MatryoshkaLoss(MultipleNegativesRankingLoss).",
 )
-def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, training_pairs: pd.DataFrame) -> dict:
+def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, training_pairs: pd.DataFrame) -> dg.Output[dict]:
     trainer.apply_environment()
     settings = config.settings()
     output_dir = trainer.models_path() / config.model_name
@@ -170,4 +176,6 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
             "loss_curve": table_md(losses, max_rows=50) if not losses.empty else "no loss logged",
         }
     )
-    return summary
+    # the data version is the trained weights' hash, not the summary (which holds timings)
+    weights = sorted(output_dir.glob("*.safetensors"))
+    return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))

@@ -1,0 +1,76 @@
+"""Rebuild only what changed: observed upstream sources, data versions, the automation condition.
+
+* ``upstream/<source>`` is an observable source asset: observing it hashes the (path, size, mtime)
+  of the source's files in the mirror -- or, without a mirror, its pinned upstream revision -- into
+  a data version, without reading the files. Every ``raw/<source>`` depends on it.
+* Every materialised asset reports a data version (``versioned_output``: a hash of what it wrote)
+  and a code version (``versioning.code_version``).
+* ``UPDATE_ON_CHANGE``: an asset is requested when one of its dependencies' *data version* changed
+  (not when it was merely rematerialised with the same content) or its own code version changed,
+  since it was last requested or materialised, and nothing it depends on is in progress.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.sources.hf import matching_files
+from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
+from thread_embed_pipeline.sources.registry import SourceSpec
+from thread_embed_pipeline.versioning import files_fingerprint, value_fingerprint
+
+AC = dg.AutomationCondition
+
+UPDATE_ON_CHANGE = (
+    (AC.any_deps_match(AC.data_version_changed()) | AC.code_version_changed()).since_last_handled().with_label("upstream data or own code changed")
+    & ~AC.in_progress()
+    & ~AC.any_deps_in_progress()
+).with_label("update on changed data or code")
+
+
+def versioned_output(value, *, version_of=None, **kwargs) -> dg.Output:
+    """``dg.Output`` of ``value`` whose data version is a hash of ``version_of`` (default: the value)."""
+    return dg.Output(value, data_version=dg.DataVersion(value_fingerprint(value if version_of is None else version_of)), **kwargs)
+
+
+def upstream_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["upstream", name])
+
+
+def observe_source(spec: SourceSpec | HfSourceSpec, chat_sources: ChatSourcesResource) -> tuple[str, dict]:
+    """(data version, metadata) of a source as it is now, without parsing it."""
+    mirror = chat_sources.mirror_path()
+    if mirror is None:
+        if isinstance(spec, HfSourceSpec):
+            return f"{spec.dataset.repo_id}@{spec.dataset.revision}", {"origin": "hub, pinned revision"}
+        manifest = spec.manifest
+        return f"{manifest['upstream']['repo']}@{manifest['upstream']['commit']}", {"origin": "download, pinned commit"}
+    root = Path(mirror) / spec.mirror_subdir
+    if not root.is_dir():
+        return f"missing:{spec.mirror_subdir}", {"origin": "mirror", "note": f"mirror folder {root} does not exist"}
+    if isinstance(spec, HfSourceSpec):
+        present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+        rel = matching_files(present, spec.dataset.data_files)
+    else:
+        from thread_embed_pipeline.assets.source_assets import slice_files
+
+        rel = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
+    digest, stats = files_fingerprint(root, rel)
+    return digest, {"origin": "mirror", **stats}
+
+
+def build_upstream_asset(spec: SourceSpec | HfSourceSpec) -> dg.SourceAsset:
+    @dg.observable_source_asset(
+        key=upstream_key(spec.name),
+        group_name=spec.name,
+        description=f"The files of {spec.name} as they are upstream / in the mirror; observing hashes their paths, sizes and mtimes.",
+    )
+    def upstream(context, chat_sources: ChatSourcesResource) -> dg.DataVersion:
+        version, meta = observe_source(spec, chat_sources)
+        context.log.info(f"{spec.name}: data version {version[:16]} ({meta})")
+        return dg.DataVersion(version)
+
+    return upstream
