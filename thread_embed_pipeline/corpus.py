@@ -19,7 +19,8 @@ The file stem is the path without a leading ``data/`` and without the ``.ascii.t
 
 Drops, in this order (each row is counted once, under the first reason that applies):
 ``duplicate`` (same file + message_id seen before), ``system``, ``context``, ``malformed``,
-``empty_text`` (nothing left after stripping whitespace).
+``invalid_encoding`` (a line that is not valid UTF-8), ``empty_text`` (nothing left after
+stripping whitespace), ``too_long`` (more than ``MAX_MESSAGE_CHARS`` characters: a paste, not chat).
 
 ``message_idx`` is the 0-based file order inside the conversation, after drops. ``reply_to`` is
 the ``message_idx`` of the latest gold parent (largest message_id) that is kept and is not the
@@ -40,7 +41,9 @@ from scipy.sparse.csgraph import connected_components
 
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, RAW_COLUMNS, SPLITS, missing_columns
 
-DROP_REASONS: tuple[str, ...] = ("duplicate", "system", "context", "malformed", "empty_text")
+DROP_REASONS: tuple[str, ...] = ("duplicate", "system", "context", "malformed", "invalid_encoding", "empty_text", "too_long")
+# a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
+MAX_MESSAGE_CHARS = 20_000
 _STEM_SUFFIXES = (".ascii.txt", ".annotation.txt", ".xml.out", ".xml", ".annot", ".txt")
 
 
@@ -168,7 +171,9 @@ def build_corpus(
         ("system", rtype == "system"),
         ("context", rtype == "context"),
         ("malformed", rtype == "malformed"),
+        ("invalid_encoding", rtype == "invalid_encoding"),
         ("empty_text", text.isna() | (text == "")),
+        ("too_long", text.str.len().fillna(0) > MAX_MESSAGE_CHARS),
     ]
     for name, cond in conditions:
         reason[reason.isna() & cond.to_numpy()] = name

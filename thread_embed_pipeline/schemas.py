@@ -21,7 +21,7 @@ RAW_COLUMNS: tuple[str, ...] = (
     "text",  # message text, None for system lines
     "conversation_key",  # upstream conversation id within file (XML/.annot), None for IRC
     "parent_ids",  # list[int] of message_ids this message replies to (IRC gold links), else []
-    "record_type",  # "message" | "system" | "context" | "malformed"
+    "record_type",  # "message" | "system" | "context" | "malformed" | "invalid_encoding"
 )
 
 # corpus/<source>: one row per kept message.

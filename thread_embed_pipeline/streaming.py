@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.corpus import DROP_REASONS, build_corpus, file_stem, hash_fraction, hash_splits
+from thread_embed_pipeline.corpus import DROP_REASONS, MAX_MESSAGE_CHARS, build_corpus, file_stem, hash_fraction, hash_splits
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_STRATEGIES, RAW_COLUMNS
@@ -284,8 +284,17 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
     dup = pd.Series(key64).duplicated(keep="first").to_numpy()
     text = pc.utf8_trim_whitespace(table.column("text"))
     empty = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(text), 0), True), dtype=bool)
-    reasons = [("duplicate", dup), ("system", rt == "system"), ("context", rt == "context"), ("malformed", rt == "malformed"), ("empty_text", empty)]
-    unknown = ~np.isin(rt, ["message", "system", "context", "malformed"])
+    too_long = np.asarray(pc.fill_null(pc.greater(pc.utf8_length(text), MAX_MESSAGE_CHARS), False), dtype=bool)
+    reasons = [
+        ("duplicate", dup),
+        ("system", rt == "system"),
+        ("context", rt == "context"),
+        ("malformed", rt == "malformed"),
+        ("invalid_encoding", rt == "invalid_encoding"),
+        ("empty_text", empty),
+        ("too_long", too_long),
+    ]
+    unknown = ~np.isin(rt, ["message", "system", "context", "malformed", "invalid_encoding"])
     if unknown.any():
         raise ValueError(f"unknown record_type values {sorted(set(rt[unknown]))}")
     taken = np.zeros(n, dtype=bool)

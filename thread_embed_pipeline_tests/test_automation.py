@@ -166,3 +166,17 @@ def test_assets_report_content_data_versions(tmp_path, mirror_root):
     result = dg.materialize(assets, instance=instance, resources=resources, run_config={"ops": {"pairs__slack_dev_chats": {"config": {"seed": 99}}}})
     new = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[DATA_VERSION_TAG] for e in result.get_asset_materialization_events()}
     assert new["raw/slack_dev_chats"] == first["raw/slack_dev_chats"] and new["pairs/slack_dev_chats"] != first["pairs/slack_dev_chats"]
+
+
+def test_dev_check_verdict_warns_only_on_a_significant_or_average_loss():
+    import pandas as pd
+
+    from thread_embed_pipeline.checks import dev_check_verdict
+
+    def frame(deltas, highs):
+        return pd.DataFrame({"delta": deltas, "delta_ci_high": highs})
+
+    assert dev_check_verdict(frame([0.05, -0.01], [0.09, 0.03]))  # a small, non-significant dip on one set
+    assert not dev_check_verdict(frame([0.05, -0.08], [0.09, -0.02]))  # significantly worse on one set
+    assert not dev_check_verdict(frame([-0.02, -0.01], [0.01, 0.02]))  # worse on average
+    assert dev_check_verdict(pd.DataFrame(columns=["delta", "delta_ci_high"]))

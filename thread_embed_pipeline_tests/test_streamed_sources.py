@@ -244,7 +244,7 @@ def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
     fast, acc_fast = corpus_piece_arrow(pa.Table.from_pandas(raw, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc")
     slow, acc_slow = build_corpus(raw, source="s", platform="irc")
     assert acc_fast == acc_slow
-    assert acc_fast["dropped"] == {"duplicate": 1, "system": 1, "context": 0, "malformed": 1, "empty_text": 2}
+    assert acc_fast["dropped"] == {"duplicate": 1, "system": 1, "context": 0, "malformed": 1, "invalid_encoding": 0, "empty_text": 2, "too_long": 0}
     _same_corpus(fast.to_pandas(), slow)
     multi = raw.assign(parent_ids=[[0, 1]] + [[]] * 11)
     assert corpus_piece_arrow(pa.Table.from_pandas(multi, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc") is None  # falls back

@@ -127,3 +127,40 @@ def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, title: str 
     files["report"] = report
     outputs.files = files
     return outputs
+
+
+def compare_with_base_on_split(
+    corpus_by_source: Mapping[str, pd.DataFrame],
+    *,
+    fine_tuned: Embedder,
+    base: Embedder,
+    split: str = "dev",
+    tasks: Sequence[str] = ("thread",),
+    max_queries: int = 100,
+    pool_size: int = 50,
+    n_resamples: int = 300,
+    log: Log = None,
+) -> pd.DataFrame:
+    """MRR@10 of the fine-tuned and base models at their full dim on ``split`` sets, per set.
+
+    Returns one row per (source, task): ``base``, ``fine_tuned``, ``delta`` and the paired
+    bootstrap CI of the delta (``delta_ci_low``, ``delta_ci_high``), and ``n``.
+    """
+    from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
+
+    sets, _ = build_eval_sets(corpus_by_source, split=split, tasks=tasks, max_queries=max_queries, pool_size=pool_size, seed=0)
+    if sets.empty:
+        return pd.DataFrame(columns=["source", "task", "base", "fine_tuned", "delta", "delta_ci_low", "delta_ci_high", "n"])
+    dim = min(fine_tuned.max_dim, base.max_dim)
+    quiet = log or (lambda m: None)
+    out = run_evaluation(sets, {"fine_tuned": fine_tuned, "base": base}, dims=(dim,), include_bm25=False, n_resamples=n_resamples, log=quiet)
+    res = out.results[out.results["metric"] == "mrr@10"].pivot_table(index=["source", "task"], columns="model", values="value")
+    n = out.results[out.results["metric"] == "mrr@10"].groupby(["source", "task"])["n"].max()
+    cmp = out.comparisons
+    cmp = cmp[(cmp["metric"] == "mrr@10") & (cmp["model"] == "fine_tuned") & (cmp["reference"] == "base")].set_index(["source", "task"])
+    frame = res.rename(columns=str).reset_index()
+    frame["delta"] = frame["fine_tuned"] - frame["base"]
+    frame["delta_ci_low"] = [cmp.loc[(s, t), "ci_low"] if (s, t) in cmp.index else float("nan") for s, t in zip(frame["source"], frame["task"])]
+    frame["delta_ci_high"] = [cmp.loc[(s, t), "ci_high"] if (s, t) in cmp.index else float("nan") for s, t in zip(frame["source"], frame["task"])]
+    frame["n"] = [int(n.loc[(s, t)]) for s, t in zip(frame["source"], frame["task"])]
+    return frame[["source", "task", "base", "fine_tuned", "delta", "delta_ci_low", "delta_ci_high", "n"]]

@@ -80,20 +80,38 @@ def _timestamp_series(values: Sequence[Any]) -> pd.Series:
 
 def read_lines(path: Path, rel: str) -> list[str]:
     """Lines of a text file split on ``\\n`` only (never on ``\\r``/form feeds: line numbers
-    must match upstream), without the empty string after a final newline."""
+    must match upstream), without the empty string after a final newline. Invalid UTF-8 is
+    replaced (U+FFFD); :func:`read_lines_checked` says which lines had any."""
+    return read_lines_checked(path, rel)[0]
+
+
+def read_lines_checked(path: Path, rel: str) -> tuple[list[str], set[int]]:
+    """``read_lines`` plus the 0-based indices of the lines that are not valid UTF-8 (their
+    rows become ``record_type == "invalid_encoding"``: a counted drop, never silently mangled text)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise SourceDataError(f"source file {path} ({rel}) is missing; {MIRROR_HINT}") from None
-    lines = data.decode("utf-8", errors="replace").split("\n")
+    try:
+        lines = data.decode("utf-8").split("\n")
+        bad: set[int] = set()
+    except UnicodeDecodeError:
+        raw_lines = data.split(b"\n")
+        lines, bad = [], set()
+        for i, raw in enumerate(raw_lines):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append(raw.decode("utf-8", errors="replace"))
+                bad.add(i)
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines], bad
 
 
 def parse_annot_file(root: Path, rel: str, *, source: str, channel: str, unescape: bool = False) -> dict[str, list]:
     """Columns (dict of lists) for one ``.annot`` file."""
-    lines = read_lines(Path(root) / rel, rel)
+    lines, bad = read_lines_checked(Path(root) / rel, rel)
     cols: dict[str, list] = {k: [] for k in ("line", "message_id", "author", "text", "conversation_key")}
     for i, line in enumerate(lines):
         m = ANNOT_LINE.match(line)
@@ -112,7 +130,7 @@ def parse_annot_file(root: Path, rel: str, *, source: str, channel: str, unescap
         split_hint=[None] * n,
         channel=[channel] * n,
         timestamp=[pd.NaT] * n,
-        record_type=["message"] * n,
+        record_type=["invalid_encoding" if i in bad else "message" for i in range(n)],
     )
     return cols
 

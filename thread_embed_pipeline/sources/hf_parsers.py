@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -394,6 +395,11 @@ def parse_discord_messages(
     df["ts"] = pd.to_datetime(df["ts"], errors="coerce", utc=True, format="ISO8601").dt.tz_localize(None)
     df.loc[df["ts"].isna() & (df["record_type"] != "malformed"), "record_type"] = "malformed"
     df["message_id"] = np.arange(first_message_id, first_message_id + n, dtype=np.int64)
+    # a message id seen twice (a re-scraped message) gets its first copy's message_id, so the
+    # corpus stage counts it as a "duplicate" drop
+    has_id = df["id"].notna()
+    first_copy = df[has_id].groupby("id", sort=False)["message_id"].transform("first")
+    df.loc[has_id, "message_id"] = first_copy.to_numpy()
     # conversations: per channel, in time order, cut at gaps and every max_messages messages
     order = df.sort_values(["channel_id", "ts"], kind="stable", na_position="last").index
     s = df.loc[order]
@@ -446,6 +452,11 @@ def iter_tar_zst_members(fileobj, *, wanted=None) -> Iterator[tuple[str, Iterato
             if not member.isfile():
                 continue
             name = member.name[2:] if member.name.startswith("./") else member.name
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or not parts:
+                # never used as a path here, but a member that claims to live outside the archive's
+                # folder is a corrupt or hostile archive: refuse it rather than guess
+                raise ValueError(f"archive member {member.name!r} escapes the archive's folder")
             if wanted is not None and not wanted(name):
                 continue
             handle = archive.extractfile(member)

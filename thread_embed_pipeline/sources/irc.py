@@ -49,7 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .annot import concat_columns, raw_frame, read_lines
+from .annot import concat_columns, raw_frame, read_lines, read_lines_checked
 from .errors import MIRROR_HINT, SourceDataError, SourceParseError
 
 TEXT_SUFFIX = ".ascii.txt"
@@ -133,7 +133,7 @@ def _timestamps(date: str | None, minutes: list[int | None], anchor: int) -> np.
 
 def parse_irc_file(root: Path, rel: str, *, source: str) -> dict[str, list]:
     """Columns (dict of lists) for one ``.ascii.txt`` file and its annotation file."""
-    lines = read_lines(Path(root) / rel, rel)
+    lines, bad = read_lines_checked(Path(root) / rel, rel)
     n = len(lines)
     links = read_annotation(root, annotation_path_for(rel), n)
     first_annotated = min((b for _, b in links), default=n)
@@ -148,7 +148,7 @@ def parse_irc_file(root: Path, rel: str, *, source: str) -> dict[str, list]:
         minutes.append(minute)
         authors.append(author)
         texts.append(text)
-    record_types = ["context" if i < first_annotated else k for i, k in enumerate(kinds)]
+    record_types = ["context" if i < first_annotated else "invalid_encoding" if i in bad else k for i, k in enumerate(kinds)]
 
     p = PurePosixPath(rel)
     folder = p.parent.name
