@@ -41,6 +41,24 @@ def atomic_write_bytes(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # temp files of this target left by a killed earlier write (never read by anyone)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def replace_tables(db_path: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """Create or replace several DuckDB tables in one transaction: all of them or none."""
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table, frame in frames.items():
+                con.register("frame", frame)
+                con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM frame')
+                con.unregister("frame")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
 
 def refresh_view(base_dir: Path, name: str, parquet_path: Path) -> None:

@@ -3,7 +3,6 @@
 from typing import Optional
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from thread_embed_pipeline import paths
@@ -16,7 +15,7 @@ from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export
 from thread_embed_pipeline.evaluation.report import improvement_summary
 from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
-from thread_embed_pipeline.io import WAREHOUSE_FILE
+from thread_embed_pipeline.io import WAREHOUSE_FILE, replace_tables
 from thread_embed_pipeline.model_card import write_model_card
 from thread_embed_pipeline.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
@@ -195,11 +194,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         results = mark_seen_platforms(outputs.results, platforms)
         outputs.results = results
         write_report_files(outputs, paths.data_dir() / "reports")
-        with duckdb.connect(str(paths.data_dir() / WAREHOUSE_FILE)) as con:
-            for table, frame in (("eval_results", results), ("eval_comparisons", outputs.comparisons), ("eval_per_query", outputs.per_query)):
-                con.register("frame", frame)
-                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM frame")
-                con.unregister("frame")
+        replace_tables(paths.data_dir() / WAREHOUSE_FILE, {"eval_results": results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query})
 
         thread = [improvement_summary(results, task="thread", source=s) for s in sorted(results.loc[results["task"] == "thread", "source"].unique())]
         improvement = pd.concat(thread, ignore_index=True) if thread else pd.DataFrame()
