@@ -80,7 +80,8 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
     automation_sensor = dg.AutomationConditionSensorDefinition(
         "thread_embed_automation",
         target=dg.AssetSelection.all(include_sources=True),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        # THREAD_EMBED_AUTOMATION=off declares it stopped (the browser test, or a read-only UI)
+        default_status=dg.DefaultSensorStatus.STOPPED if os.environ.get("THREAD_EMBED_AUTOMATION", "").lower() == "off" else dg.DefaultSensorStatus.RUNNING,
         description="Requests an asset when an upstream data version or its own code version changed (see assets/automation.py).",
     )
     source_chain_jobs = [
@@ -107,7 +108,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
         resources={
             "io_manager": ParquetIOManager(),
             OPTIONAL_INPUT_LOADER: ParquetIOManager(missing_ok=True),
-            "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir()),
+            "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir(), max_files_per_folder=paths.max_files_per_folder()),
             "trainer": TrainerResource(),
             "embedding_apis": EmbeddingApisResource(
                 openai_api_key=_secret("OPENAI_API_KEY"),

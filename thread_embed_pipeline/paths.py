@@ -41,3 +41,14 @@ def default_mirror_dir() -> str | None:
     if value.strip().lower() in ("", "none", "off"):
         return None
     return value
+
+
+def max_files_per_folder() -> int | None:
+    """``THREAD_EMBED_MAX_FILES_PER_FOLDER``: read only the first N file groups of each source folder
+    (a quick slice of the real data for smoke tests and the UI test); unset: everything."""
+    value = os.environ.get("THREAD_EMBED_MAX_FILES_PER_FOLDER", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"THREAD_EMBED_MAX_FILES_PER_FOLDER must be a positive integer, got {value!r}")
+    return int(value)
