@@ -18,6 +18,7 @@ from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
+from thread_embed_pipeline.sources.registry import SOURCES
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -30,7 +31,8 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
     streamed_chains = dg.AssetSelection.groups(*HF_SOURCES)
     main_job = dg.define_asset_job(
         "thread_embed_job",
-        selection=dg.AssetSelection.all() - streamed_chains,
+        # the mirrored sources are observed first, so a later refresh compares against this run's files
+        selection=(dg.AssetSelection.all() - streamed_chains) | dg.AssetSelection.assets(*[upstream_key(name) for name in SOURCES]),
         description=(
             "The default run: the mirrored sources' raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report. "
             "Streamed sources have their own refresh_<source> jobs and are trained on when listed in training_pairs' streamed_sources."

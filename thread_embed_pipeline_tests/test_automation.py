@@ -18,6 +18,7 @@ from thread_embed_pipeline.assets.automation import observe_source, upstream_key
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
 
 from . import hf_fixtures as F
@@ -28,7 +29,7 @@ DATA_VERSION_TAG = "dagster/data_version"
 class World:
     """An instance holding every asset at a known data version, and the automation cursor."""
 
-    def __init__(self, defs: dg.Definitions) -> None:
+    def __init__(self, defs: dg.Definitions, never_materialised: set[str] = frozenset()) -> None:
         self.defs = defs
         self.instance = dg.DagsterInstance.ephemeral()
         self.graph = defs.resolve_asset_graph()
@@ -37,7 +38,7 @@ class World:
         for key in self.graph.get_all_asset_keys():
             if key.path[0] == "upstream":
                 self.observe(key, "v0")
-            else:
+            elif key.path[-1] not in never_materialised:
                 self.materialize(key, changed=True)
         assert self.tick() == set()  # a settled graph asks for nothing
 
@@ -180,3 +181,42 @@ def test_dev_check_verdict_warns_only_on_a_significant_or_average_loss():
     assert not dev_check_verdict(frame([0.05, -0.08], [0.09, -0.02]))  # significantly worse on one set
     assert not dev_check_verdict(frame([-0.02, -0.01], [0.01, 0.02]))  # worse on average
     assert dev_check_verdict(pd.DataFrame(columns=["delta", "delta_ci_high"]))
+
+
+def test_streamed_sources_never_materialised_hold_nothing_back():
+    """The default install: the streamed sources' chains were never materialised (no mirror for them)."""
+    world = World(build_definitions(external_eval_sets=[]), never_materialised=set(HF_SOURCES))
+    world.observe(upstream_key("slack_dev_chats"), "v1")
+    world.observe(upstream_key("ubuntu_irc"), "missing:hf/common-pile__ubuntu_irc")  # a first observation
+    ticks = world.run_until_settled(unchanged={"eval_sets"})
+    rebuilt = set().union(*ticks)
+    assert rebuilt == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats", "eval_sets"} | MERGED_BELOW
+    # a code bump of the pair builder rebuilds the pairs that can be built, not the missing chains
+    ticks = world.run_until_settled(defs=_with_pairs_version("3"))
+    assert ticks[0] == {f"pairs/{name}" for name in SOURCES}
+
+
+def _with_pairs_version(version: str) -> dg.Definitions:
+    old = versioning.CODE_VERSIONS["pairs"]
+    versioning.CODE_VERSIONS["pairs"] = version
+    try:
+        return build_definitions(external_eval_sets=[])
+    finally:
+        versioning.CODE_VERSIONS["pairs"] = old
+
+
+def test_observe_sources_job_records_every_source(tmp_path, mirror_root):
+    from thread_embed_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("observe_sources_job")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("THREAD_EMBED_MIRROR", str(mirror_root))
+        result = job.execute_in_process(instance=instance, resources={"chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root), max_files_per_folder=1)})
+    assert result.success
+    versions = {}
+    for name in ALL_SOURCES:
+        record = instance.get_latest_data_version_record(upstream_key(name))
+        versions[name] = record.asset_observation.tags[DATA_VERSION_TAG] if record else None
+    assert all(versions[name] and not versions[name].startswith("missing:") for name in SOURCES)
+    assert all(versions[name].startswith("missing:") for name in HF_SOURCES)  # no mirror folder for them here

@@ -7,7 +7,11 @@
   and a code version (``versioning.code_version``).
 * ``UPDATE_ON_CHANGE``: an asset is requested when one of its dependencies' *data version* changed
   (not when it was merely rematerialised with the same content) or its own code version changed,
-  since it was last requested or materialised, and nothing it depends on is in progress.
+  since it was last requested or materialised, none of its dependencies was never materialised, and
+  nothing it depends on is in progress.
+* The streamed sources' raw assets have no automation condition: those sources are opt-in (their
+  mirror folder or the Hub must be there), so they are refreshed by their ``refresh_<source>`` jobs;
+  their corpus and pairs follow their raw asset as usual.
 """
 
 from __future__ import annotations
@@ -24,11 +28,19 @@ from thread_embed_pipeline.versioning import files_fingerprint, value_fingerprin
 
 AC = dg.AutomationCondition
 
-UPDATE_ON_CHANGE = (
-    (AC.any_deps_match(AC.data_version_changed()) | AC.code_version_changed()).since_last_handled().with_label("upstream data or own code changed")
-    & ~AC.in_progress()
-    & ~AC.any_deps_in_progress()
-).with_label("update on changed data or code")
+def update_on_change(optional_deps: dg.AssetSelection | None = None) -> dg.AutomationCondition:
+    """The project's automation condition; ``optional_deps`` may be missing (never materialised)
+    without holding the asset back (``training_pairs``' streamed sources)."""
+    missing = AC.any_deps_missing() if optional_deps is None else AC.any_deps_match(AC.missing()).ignore(optional_deps)
+    return (
+        (AC.any_deps_match(AC.data_version_changed()) | AC.code_version_changed()).since_last_handled().with_label("upstream data or own code changed")
+        & ~missing
+        & ~AC.in_progress()
+        & ~AC.any_deps_in_progress()
+    ).with_label("update on changed data or code")
+
+
+UPDATE_ON_CHANGE = update_on_change()
 
 
 def versioned_output(value, *, version_of=None, **kwargs) -> dg.Output:

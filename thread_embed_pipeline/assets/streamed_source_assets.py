@@ -67,7 +67,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
         group_name=name,
         kinds={"parquet", "huggingface"},
         code_version=code_version("raw"),
-        automation_condition=UPDATE_ON_CHANGE,
+        # no automation: a streamed source is opt-in (its mirror folder or the Hub must be there)
         description=(
             f"{spec.description} Streamed from {spec.dataset.repo_id}@{spec.dataset.revision[:12]} (mirror or Hub), "
             f"sampled (default: file_fraction={default.file_fraction}, unit_fraction={default.unit_fraction}, "

@@ -5,7 +5,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, update_on_change, versioned_output
 from thread_embed_pipeline.assets.metadata import table_md
 from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
 from thread_embed_pipeline.assets.source_assets import pairs_key
@@ -77,7 +77,7 @@ OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
     group_name="training",
     kinds={"parquet"},
     code_version=code_version("training_pairs"),
-    automation_condition=UPDATE_ON_CHANGE,
+    automation_condition=update_on_change(optional_deps=dg.AssetSelection.assets(*[pairs_key(name) for name in HF_SOURCES])),
     description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
 )
 def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: Optional[pd.DataFrame]) -> dg.Output[pd.DataFrame]:
