@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from typing import Any
 
 import requests
 
+from thread_embed_pipeline.versioning import file_fingerprint
+
 from .errors import MIRROR_HINT, SourceDataError
 from .registry import SourceSpec
 
@@ -31,11 +32,7 @@ CHUNK = 1 << 20
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_fingerprint(path)
 
 
 def _file_problem(path: Path, entry: dict[str, Any], verify: bool) -> str | None:
