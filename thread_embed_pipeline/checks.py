@@ -78,9 +78,9 @@ def _corpus_check(name: str) -> dg.AssetChecksDefinition:
 
 def corpus_file_findings(path: Path) -> tuple[dict[str, int], int]:
     """``corpus_findings`` for a corpus Parquet file, computed by DuckDB without loading it."""
-    columns = pq.ParquetFile(path).schema_arrow.names
-    missing = missing_columns(columns, CORPUS_COLUMNS)
-    rows = pq.ParquetFile(path).metadata.num_rows
+    parquet = pq.ParquetFile(path)
+    missing = missing_columns(parquet.schema_arrow.names, CORPUS_COLUMNS)
+    rows = parquet.metadata.num_rows
     if missing:
         return {"missing_columns": len(missing)}, rows
     splits = ", ".join(f"'{s}'" for s in SPLITS)

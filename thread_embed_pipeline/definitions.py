@@ -109,7 +109,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
         asset_checks=all_checks(),
         resources={
             "io_manager": ParquetIOManager(),
-            OPTIONAL_INPUT_LOADER: ParquetIOManager(missing_ok=True),
+            OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir(), max_files_per_folder=paths.max_files_per_folder()),
             "trainer": TrainerResource(),
             "embedding_apis": EmbeddingApisResource(

@@ -71,8 +71,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Parquet per DataFrame asset, JSON per dict asset, under ``base_dir`` (default: ``data/``)."""
 
     base_dir: Optional[str] = None
-    # for optional inputs (streamed sources' pairs): a never-materialised asset loads as None
-    missing_ok: bool = False
+    # for optional inputs (streamed sources' pairs): an input loads as the stored file's Path, read
+    # only if the consumer needs it, and as None when the asset was never materialised
+    optional_paths: bool = False
 
     def _base(self) -> Path:
         return Path(self.base_dir) if self.base_dir else paths.data_dir()
@@ -117,12 +118,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         parquet, js = self._path(key, ".parquet"), self._path(key, ".json")
         if parquet.exists():
-            if _wants_path(context):
+            if self.optional_paths or _wants_path(context):
                 return parquet  # out-of-core consumers stream the file themselves
             return pd.read_parquet(parquet)
         if js.exists():
             return json.loads(js.read_text())
-        if self.missing_ok:
+        if self.optional_paths:
             return None
         raise FileNotFoundError(f"asset {key.to_user_string()} has not been materialised yet (no {parquet.name} or {js.name} under {parquet.parent})")
 

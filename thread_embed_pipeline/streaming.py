@@ -198,7 +198,7 @@ def write_raw_stream(
             if chunk.records is None:
                 continue
             first_mid = next_mid.get(chunk.file, 0)
-            parsed = spec.parse(chunk.records, source=spec.name, file=chunk.file, first_row=chunk.first_row, first_message_id=first_mid)
+            parsed = spec.parse(chunk.records, source=spec.name, file=chunk.file, first_row=chunk.first_row, first_message_id=first_mid, rows=chunk.rows)
             table = parsed if isinstance(parsed, pa.Table) else _to_table(parsed, RAW_SCHEMA)
             table = table.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
             if table.num_rows:
@@ -279,12 +279,13 @@ def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fra
     stems = np.asarray([file_stem(f) for f in file_enc.dictionary.to_pylist()], dtype=object)
     mids = np.asarray(table.column("message_id"), dtype=np.int64)
 
-    # drops, first reason wins (duplicate, system, context, malformed, empty_text)
+    # drops, first reason wins (the order of corpus.DROP_REASONS)
     key64 = fcode * (1 << 40) + mids
     dup = pd.Series(key64).duplicated(keep="first").to_numpy()
     text = pc.utf8_trim_whitespace(table.column("text"))
-    empty = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(text), 0), True), dtype=bool)
-    too_long = np.asarray(pc.fill_null(pc.greater(pc.utf8_length(text), MAX_MESSAGE_CHARS), False), dtype=bool)
+    length = np.asarray(pc.fill_null(pc.utf8_length(text), -1), dtype=np.int64)  # -1: no text
+    empty = length <= 0
+    too_long = length > MAX_MESSAGE_CHARS
     reasons = [
         ("duplicate", dup),
         ("system", rt == "system"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -81,11 +80,9 @@ def files_fingerprint(root: Path, rel_paths: Iterable[str]) -> tuple[str, dict]:
 
 
 def value_fingerprint(value) -> str:
-    """Data version of an asset value: DataFrame content, a Parquet file's bytes, or a JSON-able dict."""
+    """Data version of an asset value: a DataFrame's content or a (Parquet) file's bytes."""
     if isinstance(value, pd.DataFrame):
         return frame_fingerprint(value)
     if isinstance(value, Path):
         return file_fingerprint(value)
-    if isinstance(value, dict):
-        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
     raise TypeError(f"no fingerprint for {type(value).__name__}")

@@ -66,7 +66,7 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
     with FakeEmbeddingServer() as server:
         resources = {
             "io_manager": ParquetIOManager(base_dir=str(base / "data")),
-            OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(base / "data"), missing_ok=True),
+            OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(base / "data"), optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror), max_files_per_folder=1),
             "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
             "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),

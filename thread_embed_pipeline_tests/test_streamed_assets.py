@@ -106,7 +106,7 @@ def _training_pairs_run(tmp_path, config: dict, pairs_by_source: dict[str, pd.Da
     upstream = [dg.SourceAsset(dg.AssetKey(["pairs", n])) for n in ALL_SOURCES] + [dg.SourceAsset(dg.AssetKey("eval_sets"))]
     return dg.materialize(
         [training_pairs, *upstream],
-        resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), missing_ok=True)},
+        resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True)},
         run_config={"ops": {"training_pairs": {"config": config}}},
         raise_on_error=False,
     )

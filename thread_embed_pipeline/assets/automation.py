@@ -43,9 +43,9 @@ def update_on_change(optional_deps: dg.AssetSelection | None = None) -> dg.Autom
 UPDATE_ON_CHANGE = update_on_change()
 
 
-def versioned_output(value, *, version_of=None, **kwargs) -> dg.Output:
-    """``dg.Output`` of ``value`` whose data version is a hash of ``version_of`` (default: the value)."""
-    return dg.Output(value, data_version=dg.DataVersion(value_fingerprint(value if version_of is None else version_of)), **kwargs)
+def versioned_output(value) -> dg.Output:
+    """``dg.Output`` of ``value`` whose data version is a hash of its content."""
+    return dg.Output(value, data_version=dg.DataVersion(value_fingerprint(value)))
 
 
 def upstream_key(name: str) -> dg.AssetKey:

@@ -80,7 +80,7 @@ OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
     automation_condition=update_on_change(optional_deps=dg.AssetSelection.assets(*[pairs_key(name) for name in HF_SOURCES])),
     description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
 )
-def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source: Optional[pd.DataFrame]) -> dg.Output[pd.DataFrame]:
+def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source) -> dg.Output[pd.DataFrame]:
     unknown_streamed = set(config.streamed_sources) - set(HF_SOURCES)
     if unknown_streamed:
         raise dg.Failure(description=f"streamed_sources has unknown names {sorted(unknown_streamed)}; streamed sources: {sorted(HF_SOURCES)}")
@@ -97,6 +97,7 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
                     description=f"streamed source {name!r} is selected in streamed_sources but pairs/{name} has never been materialised; "
                     f"run `dagster job execute -j refresh_{name}` (or materialise its chain) first"
                 )
+            frame = pd.read_parquet(frame)  # streamed pairs arrive as a path: only the selected ones are read
             streamed_meta[f"streamed/{name}"] = f"{len(frame)} pairs"
         frames.append(frame)
     merged = pd.concat(frames, ignore_index=True)

@@ -9,7 +9,3 @@ ALL_SOURCES: dict[str, SourceSpec | HfSourceSpec] = {**SOURCES, **HF_SOURCES}
 """Name -> spec, file sources first. Names are unique across both registries."""
 
 assert not set(SOURCES) & set(HF_SOURCES), "a source name is in both registries"
-
-
-def platform_of(name: str) -> str:
-    return ALL_SOURCES[name].platform

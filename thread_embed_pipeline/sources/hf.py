@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,16 +54,10 @@ class HfDataset:
     optional_columns: tuple[str, ...] = ()  # read when the file has them
     # a dump too large to fetch (Discord Unveiled: one 118 GB archive): stream it from the Hub
     stream_from_hub: bool = False
-    card_url: str = ""
-    also_known_as: tuple[str, ...] = ()  # other repositories with the same layout
 
     def __post_init__(self) -> None:
         if self.file_format not in FILE_FORMATS:
             raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {self.file_format!r}")
-
-    @property
-    def url(self) -> str:
-        return self.card_url or f"https://huggingface.co/datasets/{self.repo_id}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +117,6 @@ class ResolvedFiles:
     available: int  # data files matching the patterns before file sampling
     origin: str  # "mirror" | "hub" | "hub-stream"
     revision: str | None = None
-    notes: list[str] = field(default_factory=list)
     # hub-stream: opens a data file on the Hub as a sequential binary stream (nothing is stored)
     remote_open: Callable[[str], object] | None = None
 

@@ -35,21 +35,24 @@ def raw_frame(columns: dict) -> pd.DataFrame:
     return frame[list(RAW_COLUMNS)]
 
 
-def _row_numbers(batch: pa.RecordBatch, first_row: int) -> np.ndarray:
+def _row_numbers(batch: pa.RecordBatch, first_row: int, rows=None) -> np.ndarray:
+    """Each record's 1-based row: ``rows`` when given (a sample), else consecutive from ``first_row``."""
+    if rows is not None:
+        return np.asarray(rows, dtype=np.int64)
     return np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
 
 
 # --- Q&A pair tables (flyte_slack, flyte_slack_long) --------------------------------------------
 
 
-def parse_qa_pairs(batch: pa.RecordBatch, *, source: str, file: str, first_row: int, first_message_id: int, channel: str) -> pd.DataFrame:
+def parse_qa_pairs(batch: pa.RecordBatch, *, source: str, file: str, first_row: int, first_message_id: int, channel: str, rows=None) -> pd.DataFrame:
     """``input`` / ``output`` columns: two messages per row, the output replying to the input.
 
     Conversation key: the row number. A null side becomes an empty message (dropped as
     ``empty_text`` by the corpus stage, and counted).
     """
     n = batch.num_rows
-    rows = _row_numbers(batch, first_row)
+    rows = _row_numbers(batch, first_row, rows)
     inputs = batch.column("input").to_pylist()
     outputs = batch.column("output").to_pylist()
     mids = np.arange(first_message_id, first_message_id + 2 * n, dtype=np.int64)
@@ -82,14 +85,14 @@ def parse_qa_pairs(batch: pa.RecordBatch, *, source: str, file: str, first_row: 
 CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", re.DOTALL)
 
 
-def parse_chatml(batch: pa.RecordBatch, *, source: str, file: str, first_row: int, first_message_id: int, channel: str) -> pd.DataFrame:
+def parse_chatml(batch: pa.RecordBatch, *, source: str, file: str, first_row: int, first_message_id: int, channel: str, rows=None) -> pd.DataFrame:
     """``text`` in ChatML (``<|im_start|>user\\n...<|im_end|>`` turns, ``<|end_of_text|>`` at the end).
 
     One conversation per row (key: the row number); each turn replies to the one before. The first
     role to speak is ``speaker_1``, the other ``speaker_2``. A row without any well-formed turn is
     one ``malformed`` row.
     """
-    rows = _row_numbers(batch, first_row)
+    rows = _row_numbers(batch, first_row, rows)
     out: dict[str, list] = {k: [] for k in ("line", "author", "text", "key", "parents", "rtype")}
     mid = first_message_id
     mids: list[int] = []
@@ -214,6 +217,7 @@ def parse_channel_day_logs(
     first_message_id: int,
     channel: str | None = None,
     heuristic: type[IrcHeuristic] = IrcHeuristic,
+    rows=None,
 ) -> pa.Table:
     """common-pile ``ubuntu_irc`` documents (``id``, ``text``, ``created``, ``metadata.channel``).
 
@@ -229,7 +233,7 @@ def parse_channel_day_logs(
     """
     import pyarrow.compute as pc
 
-    rows = _row_numbers(batch, first_row)
+    rows = _row_numbers(batch, first_row, rows)
     texts = pc.fill_null(batch.column("text").cast(pa.string()), "")
     split = pc.split_pattern(texts, "\n")
     flat = pc.list_flatten(split)

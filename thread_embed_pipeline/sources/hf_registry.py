@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -27,13 +28,15 @@ from .hf import HfDataset, Sampling, iter_record_batches
 @dataclass(frozen=True)
 class UpstreamChunk:
     """A slice of one data file: ``records`` are the sampled units' records (a RecordBatch, or a
-    list of dicts for message dumps), ``first_row`` the 1-based row/line of the first record."""
+    list of dicts for message dumps; None when a chunk only counts units), ``first_row`` the
+    1-based row/line of the first record and ``rows`` every record's row (when not consecutive)."""
 
     file: str
     first_row: int
     records: object
     units_read: int
     units_kept: int
+    rows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,6 @@ class HfSourceSpec:
     # average, a ChatML exchange 2-3, a Discord server line 1)
     batch_rows: int = 20_000
 
-    streamed = True
-
     def iter_chunks(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int = 20_000, opener=None) -> Iterator[UpstreamChunk]:
         """The sampled records of ``files`` (relative to ``root``), in order, ``batch_rows`` at a time.
 
@@ -78,41 +79,20 @@ class HfSourceSpec:
             )
             for batch in batches:
                 n = batch.num_rows
-                rows = range(row, row + n)
                 if sampling.unit_fraction < 1.0:
-                    keep = [sampling.keep_unit(f"{rel}:{r}") for r in rows]
+                    keep = np.fromiter((sampling.keep_unit(f"{rel}:{r}") for r in range(row, row + n)), dtype=bool, count=n)
                 else:
-                    keep = [True] * n
+                    keep = np.ones(n, dtype=bool)
                 if sampling.max_units is not None:
-                    room = sampling.max_units - kept_total
-                    seen = 0
-                    for i, k in enumerate(keep):
-                        if k:
-                            seen += 1
-                            if seen > room:
-                                keep[i] = False
-                kept = int(sum(keep))
-                if kept:
-                    # consecutive kept records keep their true row numbers: emit runs
-                    for start, stop in _runs(keep):
-                        yield UpstreamChunk(rel, row + start, batch.slice(start, stop - start), units_read=0, units_kept=stop - start)
-                yield UpstreamChunk(rel, row, None, units_read=n, units_kept=0)  # accounting marker
+                    keep &= np.cumsum(keep) <= sampling.max_units - kept_total
+                kept = int(keep.sum())
+                # one chunk per batch: the kept records and their true row numbers
+                records = batch if kept == n else batch.filter(pa.array(keep))
+                yield UpstreamChunk(rel, row, records if kept else None, units_read=n, units_kept=kept, rows=row + np.flatnonzero(keep))
                 kept_total += kept
                 row += n
                 if sampling.max_units is not None and kept_total >= sampling.max_units:
                     return
-
-
-def _runs(mask: list[bool]) -> Iterator[tuple[int, int]]:
-    start = None
-    for i, k in enumerate(mask):
-        if k and start is None:
-            start = i
-        elif not k and start is not None:
-            yield start, i
-            start = None
-    if start is not None:
-        yield start, len(mask)
 
 
 def _tar_member_chunks(spec: HfSourceSpec, root: Path, files: list[str], sampling: Sampling, batch_rows: int, opener=None) -> Iterator[UpstreamChunk]:
@@ -166,7 +146,7 @@ def _batch_parser(fn, channel: str):
     return parse
 
 
-def _discord_parser(records: list[dict], *, source: str, file: str, first_row: int, first_message_id: int) -> pd.DataFrame:
+def _discord_parser(records: list[dict], *, source: str, file: str, first_row: int, first_message_id: int, rows=None) -> pd.DataFrame:
     server = file.rsplit("/", 1)[-1].removesuffix(".json")
     return hf_parsers.parse_discord_messages(records, source=source, file=file, first_row=first_row, first_message_id=first_message_id, server=server)
 
@@ -212,7 +192,6 @@ HF_SOURCES: dict[str, HfSourceSpec] = {
                 file_format="json",
                 columns=("content", "author", "timestamp", "channel_id", "channel_name", "type", "message_reference"),
                 stream_from_hub=True,
-                also_known_as=("fvdfs41/Discord-Unveiled",),
             ),
             parse=_discord_parser,
             default_sampling=Sampling(unit_fraction=0.01, max_units=3),
