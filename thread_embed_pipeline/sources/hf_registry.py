@@ -151,6 +151,22 @@ def _discord_parser(records: list[dict], *, source: str, file: str, first_row: i
     return hf_parsers.parse_discord_messages(records, source=source, file=file, first_row=first_row, first_message_id=first_message_id, server=server)
 
 
+def _flyte_qa_spec(*, name: str, repo_id: str, revision: str, description: str, layout: str) -> HfSourceSpec:
+    """A Flyte Slack (input, output) pair table: one Parquet file, query-response pairs only."""
+    return HfSourceSpec(
+        name=name,
+        platform="slack",
+        mirror_subdir="hf/" + repo_id.replace("/", "__"),
+        description=description,
+        license="not stated on the dataset card (unverified)",
+        provenance=f"https://huggingface.co/datasets/{repo_id}; {layout}",
+        dataset=HfDataset(repo_id=repo_id, revision=revision, data_files=("data/*.parquet",), file_format="parquet", columns=("input", "output")),
+        parse=_batch_parser(hf_parsers.parse_qa_pairs, "flyte"),
+        pair_strategies=("query_response",),
+        require_question_mark=False,
+    )
+
+
 HF_SOURCES: dict[str, HfSourceSpec] = {
     spec.name: spec
     for spec in (
@@ -217,44 +233,22 @@ HF_SOURCES: dict[str, HfSourceSpec] = {
             default_sampling=Sampling(max_units=2_000),
             batch_rows=250,
         ),
-        HfSourceSpec(
+        _flyte_qa_spec(
             name="flyte_slack",
-            platform="slack",
-            mirror_subdir="hf/unionai__flyte-slack-data",
+            repo_id="unionai/flyte-slack-data",
+            revision="d310a9096decef6a6ed5926fd9d55b443adde7da",
             description="Flyte community Slack: 28,218 consecutive-speaker (input, output) pairs of threads (unionai/flyte-slack-data).",
-            license="not stated on the dataset card (unverified)",
-            provenance="https://huggingface.co/datasets/unionai/flyte-slack-data; data/train-00000-of-00001-eee8571970947cde.parquet, columns input, output",
-            dataset=HfDataset(
-                repo_id="unionai/flyte-slack-data",
-                revision="d310a9096decef6a6ed5926fd9d55b443adde7da",
-                data_files=("data/*.parquet",),
-                file_format="parquet",
-                columns=("input", "output"),
-            ),
-            parse=_batch_parser(hf_parsers.parse_qa_pairs, "flyte"),
-            pair_strategies=("query_response",),
-            require_question_mark=False,
+            layout="data/train-00000-of-00001-eee8571970947cde.parquet, columns input, output",
         ),
-        HfSourceSpec(
+        _flyte_qa_spec(
             name="flyte_slack_long",
-            platform="slack",
-            mirror_subdir="hf/Samhita__slack-data-long-responses",
+            repo_id="Samhita/slack-data-long-responses",
+            revision="226f75ab5e6ca68720bfb63f6e046919b2df5413",
             description="Flyte Slack pairs with long responses, 24.5K rows (Samhita/slack-data-long-responses); overlaps flyte_slack (de-duplicated in training_pairs).",
-            license="not stated on the dataset card (unverified)",
-            provenance=(
-                "https://huggingface.co/datasets/Samhita/slack-data-long-responses; data/train-00000-of-00001-cc69f0b6efb99f63.parquet; "
-                "columns assumed input, output like flyte_slack (a file without them fails with a clear error)"
+            layout=(
+                "data/train-00000-of-00001-cc69f0b6efb99f63.parquet; columns assumed input, output like flyte_slack "
+                "(a file without them fails with a clear error)"
             ),
-            dataset=HfDataset(
-                repo_id="Samhita/slack-data-long-responses",
-                revision="226f75ab5e6ca68720bfb63f6e046919b2df5413",
-                data_files=("data/*.parquet",),
-                file_format="parquet",
-                columns=("input", "output"),
-            ),
-            parse=_batch_parser(hf_parsers.parse_qa_pairs, "flyte"),
-            pair_strategies=("query_response",),
-            require_question_mark=False,
         ),
     )
 }
