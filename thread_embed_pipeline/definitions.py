@@ -8,7 +8,7 @@ import dagster as dg
 
 from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.automation import build_upstream_asset, upstream_key
-from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, eval_exports, eval_sets
+from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
 from thread_embed_pipeline.assets.source_assets import all_source_assets, raw_key
 from thread_embed_pipeline.assets.streamed_source_assets import all_streamed_source_assets
 from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, model, training_pairs
@@ -100,6 +100,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
             *all_source_assets(),
             *all_streamed_source_assets(),
             eval_sets,
+            dev_eval_sets,
             eval_exports,
             *[build_external_eval_asset(entry) for entry in external_eval_sets],
             training_pairs,

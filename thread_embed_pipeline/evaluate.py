@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS))
     parser.add_argument("--no-bm25", action="store_true")
     parser.add_argument("--hybrid", action="append", default=None, help="model names to fuse with BM25 (default: every local model)")
+    parser.add_argument(
+        "--dev-set",
+        action="append",
+        default=[],
+        help="dev-split sets (same formats) on which the hybrid's fusion weight is chosen, e.g. data/dev_eval_sets.parquet; without one only the RRF hybrid is scored",
+    )
     parser.add_argument("--out", type=Path, default=paths.data_dir() / "reports" / "cli")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bootstrap-resamples", type=int, default=1000)
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         eval_sets, notes = load_eval_sets(args.eval_set)
+        dev_sets = load_eval_sets(args.dev_set)[0] if args.dev_set else None
     except (EvalSetFormatError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         dims=args.dims,
         include_bm25=not args.no_bm25,
         hybrid_with=args.hybrid if args.hybrid is not None else local,
+        dev_sets=dev_sets,
         notes=notes,
         n_resamples=args.bootstrap_resamples,
         log=print,

@@ -19,8 +19,16 @@ PROTOCOLS = """\
 - **thread_full_corpus** (when enabled): thread retrieval against every test thread of the source.
 - External sets (pool .jsonl / BEIR) are evaluated as given; see docs/eval_formats.md.
 
+Every set is scored in two **protocols** (the `protocol` column; eval set `threadembed` and
+`threadembed-names_visible`): **pseudonymised** — speakers written `speaker_<k>`, numbered per channel
+log, mentions rewritten, the text this model was trained on and the only form that is exported — and
+**names_visible**, the upstream nicks (where name overlap makes BM25 look stronger than it is on content).
+URLs, e-mails and secrets are redacted and bots dropped in both.
+
 Every number has n and a 95% bootstrap CI over queries; comparisons with the base model and BM25 use a
-paired randomisation test. Hybrid = BM25 + dense by reciprocal-rank fusion (no weights fitted on test)."""
+paired randomisation test. `hybrid:<model>` = a convex mix of per-pool z-scored BM25 and dense scores,
+its weight chosen by 2-fold cross-validation on the **dev** split (never on test); `rrf:<model>` =
+reciprocal-rank fusion, with nothing to fit."""
 
 LIMITATIONS = """\
 - Slack and Discord conversation ids come from an automatic disentangler (Elsner & Charniak, modified),
@@ -31,7 +39,24 @@ LIMITATIONS = """\
 - English technical chat only (Ubuntu, Clojure, Elm, Racket, Python communities)."""
 
 
-def write_model_card(model_summary: dict, *, report_markdown: str, improvement: pd.DataFrame | None = None) -> Path:
+USAGE = """\
+```python
+from thread_embed_pipeline.search import HybridRetriever
+from thread_embed_pipeline.schemas import format_window
+
+retriever = HybridRetriever.from_checkpoint("{checkpoint}")   # weight and dim from hybrid_retriever.json
+threads = [format_window(["speaker_1", "speaker_2"], ["grub fails after the upgrade", "reinstall grub-pc"]), ...]
+retriever.index(threads)
+retriever.search("speaker_3: grub error 17 after upgrading?", k=5)      # [(thread index, score), ...]
+```
+
+BM25 is `bm25s` with the eval's tokenisation (lowercase, English stop words, no stemming); texts are one
+`speaker: text` line per message with pseudonymised speakers, as in training (`thread_embed_pipeline.text`
+prepares a corpus that way). The dense model alone is a plain Sentence Transformer:
+`SentenceTransformer("{checkpoint}", truncate_dim={dim})`."""
+
+
+def write_model_card(model_summary: dict, *, report_markdown: str, improvement: pd.DataFrame | None = None, recommended: dict | None = None) -> Path:
     """Write ``<checkpoint_dir>/README.md`` from the training summary (model asset) and the eval report."""
     checkpoint = Path(model_summary["checkpoint_dir"])
     settings = model_summary.get("settings", {})
@@ -61,6 +86,17 @@ def write_model_card(model_summary: dict, *, report_markdown: str, improvement: 
     ]
     if improvement is not None and not improvement.empty:
         lines += ["## Thread retrieval MRR@10 per Matryoshka dim: fine-tuned vs. base, next to BM25", "", improvement.round(4).to_markdown(index=False), ""]
+    if recommended:
+        lines += [
+            "## Recommended retriever (chosen on the dev split)",
+            "",
+            f"`hybrid:{recommended['dense_model']}` at {recommended['dim']} dims: BM25 and the dense model fused with dense weight "
+            f"**{recommended['weight']:.2f}** (held-out dev MRR@10 {recommended['dev_mrr10']:.3f} in the pseudonymised protocol, scope "
+            f"{recommended['scope']}; the test numbers below only report).",
+            "",
+            USAGE.format(checkpoint=checkpoint.name, dim=recommended["dim"]),
+            "",
+        ]
     results = report_markdown.split("\n", 1)[-1].strip()  # without the report's own title
     lines += ["## Eval protocols", "", PROTOCOLS, "", "## Results", "", results, "", "## Limitations", "", LIMITATIONS, ""]
     path = checkpoint / "README.md"

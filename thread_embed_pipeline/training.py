@@ -15,12 +15,16 @@ Options (all ``TrainingSettings`` fields; the defaults keep the original behavio
 * hard negatives: a ``negative`` column filled for every row trains on (anchor, positive, negative)
   triplets; see ``_select_columns`` for partially filled columns and ``use_negatives``.
 * ``save_steps``: Trainer checkpoints in the work folder, and an interrupted run resumes from them.
+* ``time_budget_s``: the number of optimizer steps is sized from the step time measured in the first
+  steps (:class:`StepBudget`), so a CPU without bf16 (about 3x slower) trains fewer pairs instead of
+  blowing the main job's time target. ``None`` trains every pair.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -95,7 +99,8 @@ class TrainingSettings:
     seed: int = 42
     logging_steps: int = 10
     # "no_duplicates": sentence-transformers' NoDuplicatesBatchSampler (no repeated text in a batch);
-    # "conversation_disjoint": additionally no two pairs of one conversation (needs conversation_id)
+    # "conversation_disjoint": additionally no two pairs of one conversation (needs conversation_id);
+    # "length_grouped": no repeated text, rows of similar length batched together (less padding)
     batch_sampler: str = "no_duplicates"
     # "mnrl": MultipleNegativesRankingLoss; "cached_mnrl": its GradCache variant (big batches, same loss)
     loss: str = "mnrl"
@@ -105,9 +110,12 @@ class TrainingSettings:
     # dropped), True keeps only the rows with a negative and trains on triplets
     use_negatives: bool = False
     save_steps: int | None = None  # checkpoint every N optimizer steps (keeps 2) and resume from them
+    # wall-clock budget of the optimizer steps: after the first steps the step count is cut to what
+    # fits (see StepBudget); None: train on every pair
+    time_budget_s: float | None = None
 
 
-BATCH_SAMPLERS = ("no_duplicates", "conversation_disjoint")
+BATCH_SAMPLERS = ("no_duplicates", "conversation_disjoint", "length_grouped")
 LOSSES = ("mnrl", "cached_mnrl")
 RESUME_STATE_FILE = "resume_fingerprint.json"
 
@@ -128,6 +136,72 @@ class TrainingResult:
     resumed_from_step: int | None = None  # the checkpoint step an interrupted run resumed from
     peak_rss_mb: float | None = None  # the process's peak resident memory (ru_maxrss), whole process lifetime
     peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during training, on CUDA only
+    planned_steps: int = 0  # the steps one pass over the pairs takes (before any time budget)
+    budget_reason: str = ""  # why the run trained `steps` steps (the time budget's decision)
+
+
+class StepBudget:
+    """How many optimizer steps fit into ``time_budget_s``, decided from the measured step time.
+
+    The learning-rate schedule is linear warm-up over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps``. ``total_steps`` starts at ``planned_steps`` and is fixed once, after
+    ``calibration_steps`` steps past the first (which carries one-off start-up costs): the mean step
+    time so far predicts how many more steps fit into the budget, and the total is rounded down to a
+    multiple of ``step_quantum`` (so run-to-run noise in the timing rarely moves it). The decay then
+    ends exactly at the new total, so a shortened run is a complete schedule, not a truncated one.
+    """
+
+    def __init__(self, planned_steps: int, warmup_steps: int, time_budget_s: float | None, *, calibration_steps: int = 3, step_quantum: int = 4):
+        if planned_steps < 1:
+            raise ValueError(f"planned_steps must be >= 1, got {planned_steps}")
+        if time_budget_s is not None and time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive or None, got {time_budget_s}")
+        self.planned_steps = planned_steps
+        self.warmup_steps = max(0, min(warmup_steps, planned_steps))
+        self.time_budget_s = time_budget_s
+        self.calibration_steps = calibration_steps
+        self.step_quantum = max(1, step_quantum)
+        self.total_steps = planned_steps
+        self.decided = time_budget_s is None
+        self.reason = "no time budget: one pass over every pair" if time_budget_s is None else ""
+        self._first_step_end: float | None = None
+
+    def replan(self, planned_steps: int, warmup_steps: int) -> None:
+        """The Trainer's own step count (known once it has built its data loader), before any step ran."""
+        self.planned_steps = self.total_steps = max(1, planned_steps)
+        self.warmup_steps = max(0, min(warmup_steps, self.planned_steps))
+
+    @property
+    def min_steps(self) -> int:
+        return min(self.planned_steps, max(self.calibration_steps + 1, self.warmup_steps + 1))
+
+    def lr_factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        decay = max(1, self.total_steps - self.warmup_steps)
+        return max(0.0, (self.total_steps - step) / decay)
+
+    def observe(self, step: int, elapsed_s: float) -> None:
+        """Called after optimizer step ``step`` (1-based) with the seconds since training started."""
+        if self.decided:
+            return
+        if step == 1:
+            self._first_step_end = elapsed_s
+            return
+        if self._first_step_end is None or step < 1 + self.calibration_steps:
+            return
+        step_s = (elapsed_s - self._first_step_end) / (step - 1)
+        fit = step + int((self.time_budget_s - elapsed_s) // step_s) if step_s > 0 else self.planned_steps
+        total = min(self.planned_steps, max(self.min_steps, fit - fit % self.step_quantum))
+        self.total_steps = max(total, step)
+        self.decided = True
+        if self.total_steps < self.planned_steps:
+            self.reason = (
+                f"time budget {self.time_budget_s:g} s: {step_s:.2f} s/step measured over steps 2-{step} "
+                f"-> {self.total_steps} of {self.planned_steps} steps fit"
+            )
+        else:
+            self.reason = f"time budget {self.time_budget_s:g} s: {step_s:.2f} s/step measured over steps 2-{step}; all {self.planned_steps} steps fit"
 
 
 def _validate(settings: TrainingSettings, embedding_dim: int) -> None:
@@ -233,6 +307,12 @@ def _share_trained(steps: int, resumed_from_step: int | None) -> float:
     return max(steps - resumed_from_step, 0) / steps
 
 
+def _planned_steps(n_pairs: int, settings: TrainingSettings) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_pairs`` (the Trainer's own count; the last batch may be short)."""
+    per_epoch = math.ceil(n_pairs / settings.batch_size)
+    return max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation_steps))
+
+
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
@@ -264,7 +344,7 @@ def train_matryoshka_model(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import PrinterCallback, TrainerCallback
 
-    from thread_embed_pipeline.batching import ConversationDisjointSamplerFactory
+    from thread_embed_pipeline.batching import ConversationDisjointSamplerFactory, LengthGroupedSamplerFactory
 
     for column in ("anchor", "positive"):
         if column not in pairs.columns:
@@ -298,6 +378,8 @@ def train_matryoshka_model(
     if settings.batch_sampler == "conversation_disjoint":
         # the conversation ids ride in the sampler factory, aligned with the dataset rows
         batch_sampler = ConversationDisjointSamplerFactory(pairs["conversation_id"].tolist())
+    elif settings.batch_sampler == "length_grouped":
+        batch_sampler = LengthGroupedSamplerFactory()
     else:
         # no two identical texts in one batch: they would be false in-batch negatives
         batch_sampler = BatchSamplers.NO_DUPLICATES
@@ -341,7 +423,25 @@ def train_matryoshka_model(
                 history.append(entry)
                 log(f"training step {state.global_step}/{state.max_steps}: loss {entry['loss']:.4f} ({entry['elapsed_s']} s)")
 
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[LogProgress(), *callbacks])
+    planned = _planned_steps(len(pairs), settings)
+    budget = StepBudget(planned, math.ceil(settings.warmup_ratio * planned), settings.time_budget_s)
+
+    class BudgetedTrainer(SentenceTransformerTrainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                budget.replan(num_training_steps, math.ceil(settings.warmup_ratio * num_training_steps))
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, budget.lr_factor)
+            return self.lr_scheduler
+
+    class EnforceBudget(TrainerCallback):
+        def on_step_end(self, _args, state, control, **_kwargs):
+            budget.observe(state.global_step, time.perf_counter() - started)
+            if settings.time_budget_s and budget.decided and state.global_step == budget.calibration_steps + 1:
+                log(budget.reason)
+            if state.global_step >= budget.total_steps:
+                control.should_training_stop = True
+
+    trainer = BudgetedTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[EnforceBudget(), LogProgress(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # LogProgress reports through `log` instead of stdout
     log(
         f"training {settings.base_model} on {len(pairs)} {'triplets' if 'negative' in text_columns else 'pairs'}, batch {settings.batch_size}, "
@@ -360,17 +460,20 @@ def train_matryoshka_model(
     peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None
 
     model.max_seq_length = eval_max_seq_length
+    steps = int(trainer.state.global_step)
+    planned_steps = budget.planned_steps
+    trained_pairs = min(len(pairs), steps * settings.batch_size * settings.gradient_accumulation_steps) if steps < planned_steps else len(pairs)
     tmp_dir = output_dir.parent / f".{output_dir.name}.tmp"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     model.save(str(tmp_dir), safe_serialization=True)
     result = TrainingResult(
         checkpoint_dir=output_dir,
-        train_pairs=len(pairs),
-        steps=int(trainer.state.global_step),
+        train_pairs=trained_pairs,
+        steps=steps,
         seconds=round(seconds, 1),
         # rows trained in this call (a resumed run only trains the steps after its checkpoint)
-        pairs_per_second=round(len(pairs) * settings.epochs * _share_trained(trainer.state.global_step, resumed_from_step) / seconds, 2) if seconds else 0.0,
+        pairs_per_second=round(trained_pairs * (settings.epochs if steps >= planned_steps else 1.0) * _share_trained(steps, resumed_from_step) / seconds, 2) if seconds else 0.0,
         final_loss=history[-1]["loss"] if history else None,
         bf16=bool(bf16),
         device=device,
@@ -380,6 +483,8 @@ def train_matryoshka_model(
         resumed_from_step=resumed_from_step,
         peak_rss_mb=_peak_rss_mb(),
         peak_gpu_mb=peak_gpu_mb,
+        planned_steps=planned_steps,
+        budget_reason=budget.reason or f"time budget {settings.time_budget_s:g} s: stopped before the step time was measured",
     )
     (tmp_dir / "training_config.json").write_text(json.dumps({"settings": asdict(settings), "result": _result_json(result)}, indent=2, default=str))
     if output_dir.exists():

@@ -20,11 +20,12 @@ import pyarrow as pa
 CODE_VERSIONS: dict[str, str] = {
     "raw": "1",  # sources/*.py parsers, streaming.write_raw_stream
     "corpus": "1",  # corpus.py, streaming.corpus_piece_arrow
-    "pairs": "1",  # pairs.py, hard_negatives.py
-    "eval_sets": "1",  # evaluation/eval_sets.py, evaluation/external.py
+    "text": "1",  # text/ (pseudonyms, mentions, redaction, bot and short-conversation drops)
+    "pairs": "2",  # pairs.py, hard_negatives.py (v2: built from text/<source>)
+    "eval_sets": "2",  # (v2: protocols, dev split)  # evaluation/eval_sets.py, evaluation/external.py
     "training_pairs": "1",  # pairs.select_training_pairs
-    "model": "1",  # training.py
-    "eval_report": "1",  # evaluation/retrieval.py, metrics.py, statistics.py, report.py
+    "model": "2",  # training.py (v2: time budget)
+    "eval_report": "2",  # (v2: dev-tuned score fusion)  # evaluation/retrieval.py, metrics.py, statistics.py, report.py
 }
 
 CHUNK = 1 << 20

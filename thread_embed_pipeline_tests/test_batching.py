@@ -91,3 +91,41 @@ def test_factory_reads_text_columns_from_the_dataset_and_pickles():
     assert not any({0, 1} <= set(b) for b in batches)
     with pytest.raises(ValueError, match="group ids"):
         ConversationDisjointSamplerFactory([1, 2])(dataset, batch_size=4, drop_last=False)
+
+
+def test_length_grouped_batches_cover_every_row_once_without_repeated_text_and_cut_padding():
+    from thread_embed_pipeline.batching import LengthGroupedBatchSampler
+
+    rng = np.random.default_rng(3)
+    n, batch_size = 1000, 16
+    lengths = rng.integers(5, 400, size=n)
+    anchors = [f"a{i % 700}" for i in range(n)]  # 300 anchors repeat once
+    positives = [f"p{i}" for i in range(n)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=batch_size, seed=1, texts=[anchors, positives], chunk_batches=8)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(n))
+    for batch in batches:
+        texts = [anchors[i] for i in batch] + [positives[i] for i in batch]
+        assert len(texts) == len(set(texts)), "a text twice in one batch"
+    # padding: the longest row of each batch, summed, is far below random batching's
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    random_order = rng.permutation(n)
+    random_padded = sum(len(random_order[i : i + batch_size]) * lengths[random_order[i : i + batch_size]].max() for i in range(0, n, batch_size))
+    assert padded < 0.8 * random_padded
+    # deterministic per (seed, epoch), different across epochs
+    again = LengthGroupedBatchSampler(lengths, batch_size=batch_size, seed=1, texts=[anchors, positives])
+    assert list(again) == batches
+    again.set_epoch(1)
+    assert list(again) != batches
+
+
+def test_length_grouped_factory_reads_the_dataset_columns():
+    from datasets import Dataset
+
+    from thread_embed_pipeline.batching import LengthGroupedSamplerFactory
+
+    data = Dataset.from_dict({"anchor": [f"q{i}" * (i + 1) for i in range(40)], "positive": [f"d{i}" for i in range(40)]})
+    sampler = LengthGroupedSamplerFactory(chunk_batches=2)(data, batch_size=8, drop_last=True, seed=0)
+    batches = list(sampler)
+    assert all(len(b) == 8 for b in batches) and len(batches) == 5
+    assert pickle.loads(pickle.dumps(LengthGroupedSamplerFactory())).chunk_batches == 8  # the Trainer pickles its arguments

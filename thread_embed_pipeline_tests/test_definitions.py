@@ -12,13 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_graph_has_one_chain_per_source_and_the_merged_assets():
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    for name in SOURCES:
-        assert {f"raw/{name}", f"corpus/{name}", f"pairs/{name}"} <= keys
-    assert {"training_pairs", "eval_sets", "model", "eval_report"} <= keys
     graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for name in SOURCES:
+        assert {f"raw/{name}", f"corpus/{name}", f"text/{name}", f"pairs/{name}"} <= keys
+        # pairs are built from the privacy-safe text stage, never from the corpus (which keeps upstream names)
+        assert graph.get(dg.AssetKey(["pairs", name])).parent_keys == {dg.AssetKey(["text", name])}
+    assert {"training_pairs", "eval_sets", "model", "eval_report"} <= keys
     assert dg.AssetKey(["pairs", "irc_disentangle"]) in graph.get(dg.AssetKey("training_pairs")).parent_keys
-    assert graph.get(dg.AssetKey("eval_report")).parent_keys >= {dg.AssetKey("eval_sets"), dg.AssetKey("model")}
+    assert graph.get(dg.AssetKey("eval_report")).parent_keys >= {dg.AssetKey("eval_sets"), dg.AssetKey("dev_eval_sets"), dg.AssetKey("model")}
 
 
 def test_jobs_and_in_process_executor():

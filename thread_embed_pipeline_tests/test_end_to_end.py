@@ -31,6 +31,7 @@ def _run_config(tiny_model_dir) -> dict:
             "raw__discord_unveiled": {"config": {"unit_fraction": 1.0}},
             "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": DIMS, "batch_size": 16, "max_seq_length": 32, "bf16": False}},
             "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
+            "dev_eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
             "eval_report": {"config": {"bootstrap_resamples": 100, "extra_models": ["openai:text-embedding-3-small"]}},
         }
     }
@@ -84,10 +85,11 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert result.success
     report = pd.read_parquet(base / "data" / "eval_report.parquet")
     eval_sets = pd.read_parquet(base / "data" / "eval_sets.parquet")
-    own = eval_sets.groupby(["source", "task"]).size().index
-    assert {"thread", "response", "concurrent_thread"} <= {t for _, t in own}
-    models = ("base", "fine_tuned", "bm25", "hybrid:base", "hybrid:fine_tuned", "openai:text-embedding-3-small")
-    groups = [("threadembed", s, t) for s, t in own] + [("toy_pools", "toy", "pool"), ("toy_beir", "toy_beir", "beir")]
+    own = eval_sets.groupby(["eval_set", "source", "task"]).size().index
+    assert {"thread", "response", "concurrent_thread"} <= {t for _, _, t in own}
+    assert {e for e, _, _ in own} == {"threadembed", "threadembed-names_visible"}  # both protocols
+    models = ("base", "fine_tuned", "bm25", "hybrid:base", "hybrid:fine_tuned", "rrf:base", "rrf:fine_tuned", "openai:text-embedding-3-small")
+    groups = list(own) + [("toy_pools", "toy", "pool"), ("toy_beir", "toy_beir", "beir")]
     for model in models:
         for eval_set, source, task in groups:
             for dim in DIMS:
@@ -99,9 +101,12 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert server.request_count > 0  # the API model really was called (on the fake server)
     trained_on = set(json.loads((base / "data" / "model.json").read_text())["training_platforms"])
     assert trained_on
-    own_rows = report[report["eval_set"] == "threadembed"]
+    own_rows = report[report["eval_set"].str.startswith("threadembed")]
     assert (own_rows["seen_in_training"] == own_rows["platform"].isin(trained_on)).all()
-    assert not report.loc[report["eval_set"] != "threadembed", "seen_in_training"].any()
+    assert not report.loc[~report["eval_set"].str.startswith("threadembed"), "seen_in_training"].any()
+    assert set(own_rows["protocol"]) == {"pseudonymised", "names_visible"} and report.loc[~report["eval_set"].str.startswith("threadembed"), "protocol"].isna().all()
+    fusion = pd.read_parquet(base / "data" / "reports" / "fusion.parquet")
+    assert set(fusion.loc[fusion["on_dev"], "eval_set"]) == {"threadembed", "threadembed-names_visible"}  # weights chosen on dev
 
     checkpoint = base / "models" / "thread-embed-minilm"
     assert (checkpoint / "model.safetensors").exists()
@@ -144,4 +149,7 @@ def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(
     result = dg.materialize(assets, selection=selection, instance=instance, resources={**resources, "embedding_apis": EmbeddingApisResource()}, run_config=config)
     assert result.success
     materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats", "eval_sets", "eval_exports", "training_pairs", "model", "eval_report"}
+    assert materialised == {
+        "raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats",
+        "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "eval_report",
+    }

@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def make_results() -> pd.DataFrame:
     rows = []
     n_by_source = {"irc_disentangle": 30, "slack_discord": 10}
-    for model, base_value in [("base", 0.4), ("fine_tuned", 0.6), ("hybrid:fine_tuned", 0.65), ("bm25", 0.3)]:
+    for model, base_value in [("base", 0.4), ("fine_tuned", 0.6), ("hybrid:fine_tuned", 0.65), ("rrf:fine_tuned", 0.62), ("bm25", 0.3)]:
         for source, n in n_by_source.items():
             for task in ("thread", "response"):
                 for dim in (384, 128, 64):
@@ -71,9 +71,11 @@ def test_markdown_leaderboard_groups_and_ci_cells():
     assert "0.400 [0.350, 0.450]" in md and "| 30 |" in md
     first = md.split("### ")[1]
     rows = [line for line in first.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 4 * 3  # models x dims
+    assert len(rows) == 5 * 3  # models x dims
     models = [r.split("|")[1].strip() for r in rows]
     assert models[0] == "base" and models[-1] == "bm25"  # dense first, hybrids, then bm25
+    # fusions (hybrid: and rrf:) after the dense models, before bm25
+    assert list(dict.fromkeys(models)) == ["base", "fine_tuned", "hybrid:fine_tuned", "rrf:fine_tuned", "bm25"]
     assert [r.split("|")[2].strip() for r in rows[:3]] == ["384", "128", "64"]
     beir = md.split("### ")[-1]
     assert "| api | 128 |" in beir and "| api | 384 |" not in beir
@@ -141,3 +143,33 @@ def test_reports_handle_empty_results(tmp_path):
     assert "No retrieval results" in md and "## Notes" not in md
     with pytest.raises(ValueError):
         markdown_leaderboard(empty.drop(columns=["ci_low"]))
+
+
+def make_fusion() -> pd.DataFrame:
+    from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS
+
+    rows = []
+    for dim, w in ((384, 0.35), (64, 0.2)):
+        for eval_set, source, on_dev in (("threadembed-names_visible", "irc_disentangle", True), ("threadembed", "slack_discord", True),
+                                         ("beir", "beir", False)):
+            rows.append(("fine_tuned", dim, "global", eval_set, source, "thread", w, 0.812, 0.805, 120, w, on_dev))
+    return pd.DataFrame(rows, columns=list(FUSION_COLUMNS))
+
+
+def test_report_markdown_hybrid_weights_section():
+    md = report_markdown(make_results(), make_comparisons(), [], fusion=make_fusion())
+    assert "## Hybrid weights (chosen on dev)" in md
+    section = md.split("## Hybrid weights (chosen on dev)")[1].split("\n## ")[0]
+    assert "z-scored" in section and "never on test" in section and "2-fold" in section
+    rows = [line for line in section.splitlines() if line.startswith("| fine_tuned")]
+    assert len(rows) == 1  # only the largest dim
+    assert "| 384 | global |" in rows[0] and "threadembed-names_visible / irc_disentangle / thread: 0.35" in rows[0] and "0.20" not in rows[0]
+    assert "0.812" in rows[0] and "0.805" in rows[0] and "| 120 |" in rows[0]
+    assert "threadembed / slack_discord / thread: 0.35" in rows[0]
+    assert "beir / beir / thread: 0.35 (not on dev: global)" in rows[0]
+    assert "eval_set / source / task" in section
+    assert md.index("## Hybrid weights") < md.index("## Comparisons")
+    # no fusion table -> no section; the method mentions both fusions
+    plain = report_markdown(make_results(), make_comparisons(), [])
+    assert "Hybrid weights" not in plain and "`rrf:<model>`" in plain and "`hybrid:<model>`" in plain
+    assert "Hybrid weights" not in report_markdown(make_results(), make_comparisons(), [], fusion=make_fusion().iloc[0:0])

@@ -1,4 +1,4 @@
-"""Retrieval scoring: embedders per dim, multi-relevant metrics, BM25, RRF hybrids, the summarised table."""
+"""Retrieval scoring: embedders per dim, multi-relevant metrics, BM25, RRF fusions, the summarised table."""
 
 from __future__ import annotations
 
@@ -202,11 +202,12 @@ def test_rrf_fuse_hand_computed():
         rrf_fuse([bm25, dense[:2]])
 
 
-def test_hybrid_is_rrf_of_bm25_and_dense():
+def test_rrf_row_is_rrf_of_bm25_and_dense():
     es = random_eval_set(12, 6, seed=3)
     emb = HashEmbedder("dense", max_dim=8)
     pq = rank_retrieval(es, {"dense": emb}, dims=[8, 4], hybrids=["dense"], rrf_k=60)
-    assert set(pq["model"]) == {"dense", "hybrid:dense", BM25_MODEL_NAME}
+    # no FusionChoice -> the RRF row only, no score-fusion "hybrid:" row
+    assert set(pq["model"]) == {"dense", "rrf:dense", BM25_MODEL_NAME}
     assert (pq.groupby(["model", "dim"]).size() == 12).all()
     # recompute the fused metrics of one query by hand
     (rs,) = prepare_sets(es)
@@ -216,7 +217,7 @@ def test_hybrid_is_rrf_of_bm25_and_dense():
     for i in (0, 5):
         dense_scores = np.stack([vec[rs.doc_texts[j]] for j in rs.pools[i]]) @ vec[rs.query_texts[i]]
         want = query_metrics(rrf_fuse([bm[i], dense_scores], k=60), rs.relevant[i], rs.n_relevant[i])
-        got = pq[(pq["model"] == "hybrid:dense") & (pq["dim"] == 4) & (pq["record_id"] == rs.query_ids[i])].iloc[0]
+        got = pq[(pq["model"] == "rrf:dense") & (pq["dim"] == 4) & (pq["record_id"] == rs.query_ids[i])].iloc[0]
         for name in (*METRIC_NAMES, "first_relevant_rank"):
             assert got[name] == pytest.approx(want[name]), name
     with pytest.raises(ValueError):
@@ -241,7 +242,7 @@ def test_one_embed_call_per_dim_with_all_unique_texts_and_dim_skipping():
     assert set(big.texts_seen[0]) == set(es["text"]) and len(big.texts_seen[0]) == n_unique
     assert any("small" in m and "skipping dim=16" in m for m in logs)
     dims_by_model = pq.groupby("model")["dim"].agg(lambda d: sorted(set(d)))
-    assert dims_by_model.to_dict() == {"big": [4, 8, 16], "small": [4, 8], "hybrid:small": [4, 8], "bm25": [4, 8, 16]}
+    assert dims_by_model.to_dict() == {"big": [4, 8, 16], "small": [4, 8], "rrf:small": [4, 8], "bm25": [4, 8, 16]}
     sizes = pq[pq["model"] == "big"].groupby(["eval_set", "source", "task", "dim"]).size()
     assert sizes.loc[("beir_x", "a", "thread", 4)] == 5 and sizes.loc[("threadembed", "a", "thread", 4)] == 8
     assert pq[list(METRIC_NAMES)].stack().between(0, 1).all()
@@ -257,6 +258,8 @@ def test_rank_retrieval_rejects_bad_input():
         rank_retrieval(es, {"bm25": emb}, dims=[4])
     with pytest.raises(ValueError):
         rank_retrieval(es, {"hybrid:m": emb}, dims=[4])
+    with pytest.raises(ValueError):
+        rank_retrieval(es, {"rrf:m": emb}, dims=[4])
     broken = es.copy()
     broken.at[0, "relevant_ids"] = ["nope"]
     with pytest.raises(ValueError, match="not documents"):
@@ -303,7 +306,7 @@ def test_tiny_sentence_transformer_same_model_twice(tiny_model_dir):
     pq = rank_retrieval(es, embedders, dims=dims, hybrids=["fine_tuned"])
     res = summarize(pq, n_resamples=200)
     got = set(zip(res["model"], res["source"], res["task"], res["dim"]))
-    models = ("base", "fine_tuned", "hybrid:fine_tuned", BM25_MODEL_NAME)
+    models = ("base", "fine_tuned", "rrf:fine_tuned", BM25_MODEL_NAME)
     assert got == {(m, s, t, d) for m in models for s, t in [("a", "thread"), ("s", "response")] for d in dims}
     wide = res.pivot_table(index=["source", "task", "dim", "metric"], columns="model", values="value")
     np.testing.assert_allclose(wide["base"], wide["fine_tuned"])

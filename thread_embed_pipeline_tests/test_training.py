@@ -160,3 +160,47 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp
     assert any("resumed from checkpoint" in line and "checkpoint-2" in line for line in logs)
     assert [entry["step"] for entry in result.loss_history] == [3, 4]  # global step continued, not restarted
     assert (out / "model.safetensors").exists() and not work.exists()  # work folder gone after the save
+
+
+def test_step_budget_sizes_the_run_from_the_measured_step_time():
+    from thread_embed_pipeline.training import StepBudget
+
+    budget = StepBudget(planned_steps=63, warmup_steps=6, time_budget_s=300, calibration_steps=3, step_quantum=4)
+    budget.observe(1, 30.0)  # the first step carries start-up costs and is not measured
+    for step in (2, 3):
+        budget.observe(step, 30.0 + 20.0 * (step - 1))
+        assert not budget.decided and budget.total_steps == 63
+    budget.observe(4, 90.0)  # 20 s/step over steps 2-4: 4 + (300 - 90) // 20 = 14 steps fit -> 12 (quantum 4)
+    assert budget.decided and budget.total_steps == 12
+    assert "20.00 s/step" in budget.reason and "12 of 63" in budget.reason
+    # the schedule is complete for the new total: warm-up, then linear decay to 0 at step 12
+    assert budget.lr_factor(0) < budget.lr_factor(5) <= 1.0
+    assert budget.lr_factor(6) == pytest.approx(1.0) and budget.lr_factor(12) == 0.0
+    budget.observe(8, 500.0)  # decided once: later timings do not move it
+    assert budget.total_steps == 12
+
+
+def test_step_budget_keeps_every_step_when_they_fit_or_without_a_budget():
+    from thread_embed_pipeline.training import StepBudget
+
+    fast = StepBudget(planned_steps=20, warmup_steps=2, time_budget_s=300)
+    for step, t in ((1, 5.0), (2, 6.0), (3, 7.0), (4, 8.0)):
+        fast.observe(step, t)
+    assert fast.decided and fast.total_steps == 20 and "all 20 steps fit" in fast.reason
+    unlimited = StepBudget(planned_steps=20, warmup_steps=2, time_budget_s=None)
+    assert unlimited.decided and unlimited.total_steps == 20
+    slow = StepBudget(planned_steps=20, warmup_steps=2, time_budget_s=10)
+    for step, t in ((1, 5.0), (2, 15.0), (3, 25.0), (4, 35.0)):
+        slow.observe(step, t)
+    assert slow.total_steps == slow.min_steps == 4  # never below the steps already taken to measure
+    with pytest.raises(ValueError, match="time_budget_s"):
+        StepBudget(planned_steps=5, warmup_steps=0, time_budget_s=0)
+
+
+def test_a_time_budget_trains_fewer_steps_and_records_why(tiny_model_dir, tmp_path):
+    pairs = pd.DataFrame({"anchor": [f"question {i} about topic {i}" for i in range(160)], "positive": [f"answer {i} on topic {i}" for i in range(160)]})
+    settings = TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32, 16), batch_size=8, max_seq_length=16, bf16=False, time_budget_s=1e-6, batch_sampler="length_grouped")
+    _, result = train_matryoshka_model(pairs, settings, tmp_path / "m", log=lambda m: None)
+    assert result.planned_steps == 20 and result.steps == 4  # calibrated on steps 2-4, then stopped
+    assert result.train_pairs == 32 and "4 of 20 steps" in result.budget_reason
+    assert (tmp_path / "m" / "model.safetensors").exists()

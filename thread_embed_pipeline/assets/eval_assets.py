@@ -10,13 +10,15 @@ from thread_embed_pipeline.assets.metadata import png_md, table_md
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.assets.source_assets import corpus_key
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
+from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
 from thread_embed_pipeline.evaluation.report import improvement_summary
 from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import WAREHOUSE_FILE, replace_tables
+from thread_embed_pipeline.evaluation.fusion import recommended_hybrid
 from thread_embed_pipeline.model_card import write_model_card
+from thread_embed_pipeline.search import write_retriever_settings
 from thread_embed_pipeline.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -25,10 +27,10 @@ from thread_embed_pipeline.training import load_sentence_model
 
 
 class EvalSetsConfig(dg.Config):
-    """Protocols: the reference pools (1 positive + up to 99 random distractors), concurrent threads
-    and, optionally, full-corpus thread retrieval; on the test conversations by default."""
+    """Protocols (how speakers are written) and tasks: the reference pools (1 positive + up to 99
+    random distractors), concurrent threads and, optionally, full-corpus thread retrieval."""
 
-    split: str = "test"
+    protocols: list[str] = list(DEFAULT_EVAL_PROTOCOLS)  # of "pseudonymised", "names_visible", "per_conversation"
     tasks: list[str] = list(DEFAULT_EVAL_TASKS)
     thread_min_messages: int = 8
     response_min_messages: int = 12
@@ -40,12 +42,20 @@ class EvalSetsConfig(dg.Config):
     seed: int = 0
 
 
+class DevEvalSetsConfig(EvalSetsConfig):
+    """The same protocols on the dev split: what hybrid weights and the model check are chosen on."""
+
+    max_queries_per_set: Optional[int] = 100
+
+
 class EvalReportConfig(dg.Config):
     """Which models to score besides the fine-tuned checkpoint, and how."""
 
     include_base_model: bool = True
     include_bm25: bool = True
-    hybrid: bool = True  # BM25 + dense by reciprocal-rank fusion, for base and fine-tuned
+    # BM25 + dense for base and fine-tuned: a convex mix of per-pool z-scores with the weight chosen
+    # on dev_eval_sets (hybrid:<model>), and reciprocal-rank fusion (rrf:<model>, nothing to fit)
+    hybrid: bool = True
     extra_models: list[str] = []  # checkpoint folders, Hub ids, "openai:<model>", "voyage:<model>"
     batch_size: int = 64
     bootstrap_resamples: int = 1000
@@ -53,41 +63,64 @@ class EvalReportConfig(dg.Config):
     use_embedding_cache: bool = True
 
 
-@dg.asset(
-    ins={f"corpus_{name}": dg.AssetIn(corpus_key(name)) for name in SOURCES},
-    group_name="evaluation",
-    kinds={"parquet"},
-    code_version=code_version("eval_sets"),
-    automation_condition=UPDATE_ON_CHANGE,
-    description="Thread, response and concurrent-thread retrieval queries, documents and pools from held-out conversations of every source.",
-)
-def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig, **corpora: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    by_source = {name.removeprefix("corpus_"): frame for name, frame in corpora.items()}
-    frame, notes = build_eval_sets(
-        by_source,
-        tasks=config.tasks,
-        split=config.split,
-        thread_min_messages=config.thread_min_messages,
-        prefix_messages=config.prefix_messages,
-        continuation_messages=config.continuation_messages,
-        response_min_messages=config.response_min_messages,
-        concurrent_window_minutes=config.concurrent_window_minutes,
-        pool_size=config.pool_size,
-        max_queries=config.max_queries_per_set,
-        seed=config.seed,
+def _build_eval_sets_asset(name: str, split: str, config_type: type[EvalSetsConfig], description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        ins={f"corpus_{source}": dg.AssetIn(corpus_key(source)) for source in SOURCES},
+        group_name="evaluation",
+        kinds={"parquet"},
+        code_version=code_version("eval_sets"),
+        automation_condition=UPDATE_ON_CHANGE,
+        description=description,
     )
-    for note in notes:
-        context.log.warning(note)
-    context.add_output_metadata(_eval_set_metadata(frame, notes))
-    return versioned_output(frame)
+    def _eval_sets(context: dg.AssetExecutionContext, config: config_type, **corpora: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        by_source = {key.removeprefix("corpus_"): frame for key, frame in corpora.items()}
+        try:
+            frame, notes, _ = build_protocol_eval_sets(
+                by_source,
+                protocols=config.protocols,
+                tasks=config.tasks,
+                split=split,
+                thread_min_messages=config.thread_min_messages,
+                prefix_messages=config.prefix_messages,
+                continuation_messages=config.continuation_messages,
+                response_min_messages=config.response_min_messages,
+                concurrent_window_minutes=config.concurrent_window_minutes,
+                pool_size=config.pool_size,
+                max_queries=config.max_queries_per_set,
+                seed=config.seed,
+            )
+        except ValueError as err:
+            raise dg.Failure(description=f"{name}: {err}") from err
+        for note in notes:
+            context.log.warning(note)
+        context.add_output_metadata(_eval_set_metadata(frame, notes))
+        return versioned_output(frame)
+
+    return _eval_sets
+
+
+eval_sets = _build_eval_sets_asset(
+    "eval_sets",
+    "test",
+    EvalSetsConfig,
+    "Thread, response and concurrent-thread retrieval queries, documents and pools from the held-out **test** conversations of every source, "
+    "in each protocol: `threadembed` (pseudonymised speakers, the default and the only exported form) and `threadembed-names_visible`.",
+)
+dev_eval_sets = _build_eval_sets_asset(
+    "dev_eval_sets",
+    "dev",
+    DevEvalSetsConfig,
+    "The same protocols and tasks on the **dev** conversations: hybrid weights and the model-vs-base check are chosen here, never on test.",
+)
 
 
 def _eval_set_metadata(frame: pd.DataFrame, notes: list[str]) -> dict:
     queries = frame[frame["record_type"] == "query"]
-    counts = queries.groupby(["source", "task"]).size()
-    meta: dict = {f"queries/{s}/{t}": int(n) for (s, t), n in counts.items()}
+    counts = queries.groupby(["eval_set", "source", "task"]).size()
+    meta: dict = {f"queries/{e}/{s}/{t}": int(n) for (e, s, t), n in counts.items()}
     meta["documents"] = int((frame["record_type"] == "document").sum())
-    meta["mean_candidates_per_query"] = float(queries["candidate_ids"].map(len).mean()) if len(queries) else 0.0
+    meta["mean_candidates_per_query"] = round(float(queries["candidate_ids"].map(len).mean()), 2) if len(queries) else 0.0
     meta["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none")
     return meta
 
@@ -126,11 +159,13 @@ def build_external_eval_asset(entry: ExternalEvalSet) -> dg.AssetsDefinition:
 )
 def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> dg.MaterializeResult:
     out = paths.data_dir() / "exports"
-    pool_path = export_pool_jsonl(eval_sets, out / "pools" / "threadembed.jsonl")
-    beir_dirs = export_beir(eval_sets, out / "beir")
+    # only the pseudonymised protocol leaves the project; names-visible sets stay internal, like the corpus
+    exported = eval_sets[eval_sets["eval_set"] == OWN_EVAL_SET]
+    pool_path = export_pool_jsonl(exported, out / "pools" / "threadembed.jsonl")
+    beir_dirs = export_beir(exported, out / "beir")
     context.log.info(f"exported pools to {pool_path} and {len(beir_dirs)} BEIR folders")
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_fingerprint(eval_sets)),  # a pure function of eval_sets
+        data_version=dg.DataVersion(frame_fingerprint(exported)),  # a pure function of the exported sets
         metadata={
             "pool_jsonl": dg.MetadataValue.path(str(pool_path)),
             "beir_folders": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in beir_dirs)),
@@ -142,7 +177,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
     external_ins = {f"external_{e.name}": dg.AssetIn(external_eval_key(e.name)) for e in external_sets}
 
     @dg.asset(
-        ins={"eval_sets": dg.AssetIn("eval_sets"), "model": dg.AssetIn("model"), **external_ins},
+        ins={"eval_sets": dg.AssetIn("eval_sets"), "dev_eval_sets": dg.AssetIn("dev_eval_sets"), "model": dg.AssetIn("model"), **external_ins},
         group_name="evaluation",
         kinds={"parquet", "duckdb"},
         code_version=code_version("eval_report"),
@@ -155,6 +190,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         trainer: TrainerResource,
         embedding_apis: EmbeddingApisResource,
         eval_sets: pd.DataFrame,
+        dev_eval_sets: pd.DataFrame,
         model: dict,
         **external: pd.DataFrame,
     ) -> dg.Output[pd.DataFrame]:
@@ -186,19 +222,24 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
             dims=[int(d) for d in model["matryoshka_dims"]],
             include_bm25=config.include_bm25,
             hybrid_with=["base", "fine_tuned"] if config.hybrid else [],
+            dev_sets=dev_eval_sets,
             notes=notes,
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             log=context.log.info,
         )
-        results = mark_seen_platforms(outputs.results, platforms)
+        results = mark_protocols(mark_seen_platforms(outputs.results, platforms))
         outputs.results = results
         write_report_files(outputs, paths.data_dir() / "reports")
-        replace_tables(paths.data_dir() / WAREHOUSE_FILE, {"eval_results": results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query})
+        replace_tables(paths.data_dir() / WAREHOUSE_FILE, {"eval_results": results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query, "eval_fusion": outputs.fusion})
 
         thread = [improvement_summary(results, task="thread", source=s) for s in sorted(results.loc[results["task"] == "thread", "source"].unique())]
         improvement = pd.concat(thread, ignore_index=True) if thread else pd.DataFrame()
-        write_model_card(model, report_markdown=outputs.markdown, improvement=improvement)
+        recommended = recommended_hybrid(outputs.fusion, eval_set=OWN_EVAL_SET)
+        tuned = recommended_hybrid(outputs.fusion[outputs.fusion["model"] == "fine_tuned"], eval_set=OWN_EVAL_SET) if not outputs.fusion.empty else None
+        if tuned is not None:
+            write_retriever_settings(model["checkpoint_dir"], weight=tuned["weight"], dim=tuned["dim"], chosen_on="dev split, pseudonymised protocol", scope=tuned["scope"])
+        write_model_card(model, report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
         meta: dict = {
             "report": dg.MetadataValue.path(str(outputs.files["report"])),
             # the report's relative image links do not resolve in the UI; the plots follow as embedded images
@@ -207,12 +248,26 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
             "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
             "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
             "skipped_models": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none"),
+            "recommended_retriever": (
+                f"hybrid:{recommended['dense_model']} at {recommended['dim']} dims, weight {recommended['weight']:.2f} "
+                f"(held-out dev MRR@10 {recommended['dev_mrr10']:.3f}, scope {recommended['scope']})" if recommended else "none (no dev-tuned hybrid)"
+            ),
+            "hybrid_weights_chosen_on_dev": table_md(_full_dim(outputs.fusion).round(4), max_rows=100) if not outputs.fusion.empty else "no hybrid rows",
             "rows": len(results),
         }
         context.add_output_metadata(meta)
         return versioned_output(results)
 
     return eval_report
+
+
+def _full_dim(fusion: pd.DataFrame) -> pd.DataFrame:
+    return fusion[fusion["dim"] == fusion.groupby("model")["dim"].transform("max")]
+
+
+def mark_protocols(results: pd.DataFrame) -> pd.DataFrame:
+    """Add ``protocol`` (how speakers are written in the own sets; None for external sets)."""
+    return results.assign(protocol=results["eval_set"].map(protocol_of))
 
 
 def mark_seen_platforms(results: pd.DataFrame, training_platforms: list[str]) -> pd.DataFrame:

@@ -16,6 +16,25 @@ from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.download import ensure_source_files
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.registry import SOURCES, SourceSpec
+from thread_embed_pipeline.text import SPEAKER_SCHEMES, TextSettings, prepare_text
+
+_TEXT_DEFAULTS = TextSettings()
+
+
+class TextConfig(dg.Config):
+    """What the model trains on: speaker pseudonyms, redaction, bot and short-conversation drops
+    (fields and defaults are ``text.TextSettings``; a test keeps the two equal)."""
+
+    speakers: str = _TEXT_DEFAULTS.speakers  # one of SPEAKER_SCHEMES
+    rewrite_mentions: bool = _TEXT_DEFAULTS.rewrite_mentions
+    redact_urls: bool = _TEXT_DEFAULTS.redact_urls
+    redact_emails: bool = _TEXT_DEFAULTS.redact_emails
+    redact_secrets: bool = _TEXT_DEFAULTS.redact_secrets
+    drop_bots: bool = _TEXT_DEFAULTS.drop_bots
+    min_conversation_messages: int = _TEXT_DEFAULTS.min_conversation_messages
+
+    def settings(self) -> TextSettings:
+        return TextSettings(**self.model_dump())
 
 
 class PairsConfig(dg.Config):
@@ -83,6 +102,20 @@ def corpus_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["corpus", name])
 
 
+def text_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["text", name])
+
+
+def text_metadata(accounting: dict) -> dict:
+    """Row accounting of the text stage plus its redaction and pseudonymisation counts."""
+    meta = accounting_metadata(accounting)
+    meta["speakers"] = accounting["scheme"]
+    meta.update({f"redacted/{reason}": int(n) for reason, n in accounting["redacted"].items()})
+    meta["mentions_rewritten"] = int(accounting["mentions_rewritten"])
+    meta["speakers_pseudonymised"] = int(accounting["speakers_pseudonymised"])
+    return meta
+
+
 def pairs_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["pairs", name])
 
@@ -148,8 +181,28 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         return versioned_output(frame)
 
     @dg.asset(
-        key=pairs_key(name),
+        key=text_key(name),
         ins={"corpus": dg.AssetIn(corpus_key(name))},
+        group_name=name,
+        kinds={"parquet"},
+        code_version=code_version("text"),
+        automation_condition=UPDATE_ON_CHANGE,
+        description=(
+            f"{name}'s conversations as the model sees them: speakers pseudonymised (default per channel log), "
+            "mentions rewritten, URLs / e-mails / secrets redacted, bots and too-short conversations dropped. "
+            "Nothing downstream of this asset carries an original speaker name."
+        ),
+    )
+    def text(context: dg.AssetExecutionContext, config: TextConfig, corpus: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        frame, accounting = prepare_text(corpus, config.settings())
+        meta = text_metadata(accounting)
+        meta["preview"] = table_md(frame[["conversation_id", "message_idx", "author", "text", "split"]])
+        context.add_output_metadata(meta)
+        return versioned_output(frame)
+
+    @dg.asset(
+        key=pairs_key(name),
+        ins={"corpus": dg.AssetIn(text_key(name))},
         group_name=name,
         kinds={"parquet"},
         code_version=code_version("pairs"),
@@ -165,7 +218,7 @@ def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         context.add_output_metadata(meta)
         return versioned_output(frame)
 
-    return [raw, corpus, pairs]
+    return [raw, corpus, text, pairs]
 
 
 def all_source_assets() -> list[dg.AssetsDefinition]:

@@ -44,8 +44,15 @@ from thread_embed_pipeline.schemas import (
     format_window,
     missing_columns,
 )
+from thread_embed_pipeline.text import TextSettings, prepare_text
+from thread_embed_pipeline.text.speakers import timeline_of
 
 __all__ = [
+    "DEFAULT_EVAL_PROTOCOLS",
+    "EVAL_PROTOCOLS",
+    "build_protocol_eval_sets",
+    "protocol_eval_set",
+    "protocol_of",
     "eval_message_lines",
     "build_thread_eval_set",
     "build_thread_full_corpus_eval_set",
@@ -68,11 +75,6 @@ def query_id(conversation_id: str) -> str:
 
 def document_id(conversation_id: str) -> str:
     return f"d:{conversation_id}"
-
-
-def timeline_of(conversation_id: str) -> str:
-    """The file/timeline part of a conversation id (everything before the last ``/``)."""
-    return conversation_id.rsplit("/", 1)[0]
 
 
 def eval_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -677,3 +679,63 @@ def eval_message_lines(eval_sets: pd.DataFrame, *, min_chars: int = 20) -> set[s
     for text in eval_sets["text"].dropna().unique():
         out.update(line for line in str(text).split("\n") if len(line.strip()) >= min_chars)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# protocols: the same queries and pools, with the speakers written by one scheme each
+
+# protocol -> the text stage's speaker scheme. ``pseudonymised`` is what the model trains on and
+# the only form that is exported; ``names_visible`` keeps the upstream names (internal, like the
+# corpus); ``per_conversation`` is the reference project's scheme, for comparing with its numbers.
+EVAL_PROTOCOLS: dict[str, str] = {"pseudonymised": "per_timeline", "names_visible": "original", "per_conversation": "per_conversation"}
+DEFAULT_EVAL_PROTOCOLS: tuple[str, ...] = ("pseudonymised", "names_visible")
+DEFAULT_PROTOCOL = "pseudonymised"
+
+
+def protocol_eval_set(protocol: str) -> str:
+    """The ``eval_set`` name of the own sets under ``protocol`` (the default protocol keeps ``OWN_EVAL_SET``)."""
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown eval protocol {protocol!r}; expected one of {sorted(EVAL_PROTOCOLS)}")
+    return OWN_EVAL_SET if protocol == DEFAULT_PROTOCOL else f"{OWN_EVAL_SET}-{protocol}"
+
+
+def protocol_of(eval_set: str) -> str | None:
+    """The protocol of an own eval set name; None for external sets."""
+    for protocol in EVAL_PROTOCOLS:
+        if eval_set == protocol_eval_set(protocol):
+            return protocol
+    return None
+
+
+def build_protocol_eval_sets(
+    corpus_by_source: Mapping[str, pd.DataFrame],
+    *,
+    protocols: Sequence[str] = DEFAULT_EVAL_PROTOCOLS,
+    **kwargs,
+) -> tuple[pd.DataFrame, list[str], dict[str, dict]]:
+    """``build_eval_sets`` once per protocol on the corpus prepared by the text stage with that
+    protocol's speaker scheme (everything else at the text stage's defaults, so the benchmark does
+    not move when the *training* text is configured differently).
+
+    Bots and too-short conversations are dropped and URLs, e-mails and secrets redacted in every
+    protocol, so all protocols hold the same queries and pools and differ only in how speakers are
+    written. Returns the concatenated sets (``eval_set`` = :func:`protocol_eval_set`), notes, and
+    the text stage's accounting per protocol and source.
+    """
+    protocols = list(dict.fromkeys(protocols))
+    if not protocols:
+        raise ValueError("protocols is empty")
+    for protocol in protocols:
+        protocol_eval_set(protocol)  # validates the name
+    frames, notes, accounting = [], [], {}
+    for protocol in protocols:
+        settings = TextSettings(speakers=EVAL_PROTOCOLS[protocol])
+        prepared = {}
+        for source, corpus in corpus_by_source.items():
+            prepared[source], accounting[f"{protocol}/{source}"] = prepare_text(corpus, settings)
+        sets, set_notes = build_eval_sets(prepared, **kwargs)
+        sets["eval_set"] = protocol_eval_set(protocol)
+        frames.append(sets)
+        if protocol == protocols[0]:
+            notes.extend(set_notes)  # the same in every protocol
+    return pd.concat(frames, ignore_index=True)[list(EVAL_SET_COLUMNS)], notes, accounting

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
-from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, GROUP_KEYS, HYBRID_PREFIX, RESULT_COLUMNS
+from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, GROUP_KEYS, HYBRID_PREFIX, RESULT_COLUMNS, RRF_PREFIX
 from thread_embed_pipeline.evaluation.statistics import COMPARISON_COLUMNS
 from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, missing_columns
 
@@ -25,6 +25,7 @@ __all__ = [
     "improvement_summary",
     "plot_matryoshka",
     "plot_eval_set_bars",
+    "fusion_markdown",
     "report_markdown",
 ]
 
@@ -36,11 +37,11 @@ def _check(frame: pd.DataFrame, expected: Sequence[str], what: str = "results") 
 
 
 def _model_order(models: Sequence[str]) -> list[str]:
-    """First-appearance order with dense models first, then hybrids, then BM25."""
+    """First-appearance order with dense models first, then fusions (``hybrid:`` / ``rrf:``), then BM25."""
     models = list(dict.fromkeys(models))
 
     def kind(m: str) -> int:
-        return 2 if m == BM25_MODEL_NAME else 1 if m.startswith(HYBRID_PREFIX) else 0
+        return 2 if m == BM25_MODEL_NAME else 1 if str(m).startswith((HYBRID_PREFIX, RRF_PREFIX)) else 0
 
     return sorted(models, key=lambda m: (kind(m), models.index(m)))
 
@@ -318,6 +319,44 @@ def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
     return "\n".join(lines) + "\n"
 
 
+FUSION_REPORT_COLUMNS: tuple[str, ...] = (
+    "model", "dim", "scope", "eval_set", "source", "task", "weight", "dev_mrr10_global", "dev_mrr10_per_set", "n_dev_queries",
+)
+
+
+def fusion_markdown(fusion: pd.DataFrame | None) -> str:
+    """The "Hybrid weights (chosen on dev)" section body: per hybrid model, at its largest dim, the
+    chosen scope, the weight per set and the held-out dev MRR@10 of both scopes ("" if no rows)."""
+    if fusion is None or fusion.empty:
+        return ""
+    _check(fusion, FUSION_REPORT_COLUMNS, "fusion table")
+    lines = [
+        "`hybrid:<model>` ranks each pool by a convex mix `w * z(dense) + (1 - w) * z(BM25)` of the "
+        "per-pool z-scored BM25 and dense scores; `w` (the dense share) is chosen on the dev queries, "
+        "never on test: one global weight or one per (eval_set, source, task) set, whichever has the higher "
+        "held-out MRR@10 under 2-fold cross-validation over the dev queries, then refit on all of them. "
+        "Shown at each model's largest dim.",
+        "",
+        "| model | dim | scope | weight per set (eval_set / source / task: w) | held-out dev MRR@10, global | held-out dev MRR@10, per set | dev queries |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    models = list(dict.fromkeys(fusion["model"].astype(str)))
+    for model in models:
+        g = fusion[fusion["model"].astype(str) == model]
+        dim = int(g["dim"].astype(int).max())
+        g = g[g["dim"].astype(int) == dim]
+        first = g.iloc[0]
+        cells = []
+        for r in g.itertuples(index=False):
+            seen = getattr(r, "on_dev", True)
+            cells.append(f"{r.eval_set} / {r.source} / {r.task}: {float(r.weight):.2f}" + ("" if bool(seen) else " (not on dev: global)"))
+        lines.append(
+            "| " + " | ".join([model, str(dim), str(first["scope"]), "; ".join(cells), _fmt(float(first["dev_mrr10_global"])),
+                               _fmt(float(first["dev_mrr10_per_set"])), str(int(first["n_dev_queries"]))]) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def report_markdown(
     results: pd.DataFrame,
     comparisons: pd.DataFrame,
@@ -325,11 +364,14 @@ def report_markdown(
     *,
     plots: Sequence[str | Path] = (),
     title: str = "Retrieval evaluation report",
+    fusion: pd.DataFrame | None = None,
 ) -> str:
     """A full Markdown report: notes (skipped models/sets, ...), MRR@10 headline per set, significance
     of the comparisons, the full leaderboard with CIs, and a short method section.
 
     ``plots``: image paths (relative to where the report is written) embedded after the headline.
+    ``fusion``: the runner's fusion table (weights of the ``hybrid:`` models chosen on dev),
+    rendered as "Hybrid weights (chosen on dev)" when it has rows.
     """
     _check(results, RESULT_COLUMNS)
     parts = [f"# {title}", ""]
@@ -345,6 +387,9 @@ def report_markdown(
     parts += ["## MRR@10 at each model's largest dim (95% CI)", "", _headline(results) or "_No retrieval results._", ""]
     for p in plots:
         parts += [f"![{Path(p).stem}]({Path(p).as_posix()})", ""]
+    fusion_md = fusion_markdown(fusion)
+    if fusion_md:
+        parts += ["## Hybrid weights (chosen on dev)", "", fusion_md]
     parts += ["## Comparisons", "", comparison_markdown(comparisons), "## Leaderboard", "", markdown_leaderboard(results)]
     parts += [
         "## Method",
@@ -354,8 +399,10 @@ def report_markdown(
         "- MRR@10, NDCG@10 (binary gains), Recall@1/5/10 (relevant in top k / all relevant), averaged over queries.",
         "- CIs: percentile bootstrap over queries. Comparisons: paired bootstrap CI of the mean difference "
         "and a two-sided paired randomisation test; p-values are not corrected for multiple comparisons.",
-        f"- `{BM25_MODEL_NAME}` has no dimension (same values at every dim); `{HYBRID_PREFIX}<model>` is "
-        "reciprocal-rank fusion of BM25 and that model (k=60, nothing tuned on test queries).",
+        f"- `{BM25_MODEL_NAME}` has no dimension (same values at every dim); `{RRF_PREFIX}<model>` is "
+        "reciprocal-rank fusion of BM25 and that model (k=60, nothing tuned); "
+        f"`{HYBRID_PREFIX}<model>` is a convex mix of per-pool z-scored BM25 and dense scores whose weight "
+        "is chosen on dev queries only (never on test).",
         "",
     ]
     return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Score eval sets with dense embedders (Matryoshka dims), BM25 and BM25+dense hybrids.
+"""Score eval sets with dense embedders (Matryoshka dims), BM25 and BM25+dense fusions (RRF, convex).
 
 Pipeline: :func:`rank_retrieval` -> per-query metrics (one row per eval_set x model x source x
 task x dim x query; ``PER_QUERY_COLUMNS``); :func:`summarize` -> long table of means with
@@ -17,11 +17,18 @@ scored against its own candidate pool (``candidate_ids``); its relevant document
   documents): no dimension, so it is computed once per set and its rows repeated at every
   requested dim (tables and plots stay rectangular). A query without indexable tokens scores
   0 everywhere (so, pessimistically, its relevant documents rank last).
-* Hybrid ``"hybrid:<name>"``: reciprocal-rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009)
+* RRF ``"rrf:<name>"``: reciprocal-rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009)
   of the BM25 and the dense model's rankings of each query's pool,
   ``score(d) = sum_s 1 / (rrf_k + rank_s(d))``, with competition ("min") ranks so tied
   candidates get equal credit. RRF has no weights to tune (``rrf_k`` = 60, the paper's value),
   so nothing is fitted on the test queries.
+* Hybrid ``"hybrid:<name>"``: convex mix of per-pool z-scored BM25 and dense scores
+  (:func:`.fusion.convex_fuse`) with the weight of a :class:`.fusion.FusionChoice` tuned on DEV
+  sets (``fusion={(name, dim): choice}``); without a choice for (name, dim) no hybrid row.
+
+:func:`pool_scores` computes the BM25 and dense pool scores once (one embed call per model and
+dim); :func:`rank_retrieval` turns them into metrics, and the same scores of dev sets feed
+:func:`.fusion.tune_fusion`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from thread_embed_pipeline.evaluation.embedders import Embedder, l2_normalize, truncate_and_normalize
+from thread_embed_pipeline.evaluation.fusion import FusionByEvalSet, FusionChoice, convex_fuse
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, query_metrics
 from thread_embed_pipeline.evaluation.statistics import bootstrap_ci
 from thread_embed_pipeline.schemas import EVAL_SET_COLUMNS, missing_columns
@@ -41,6 +49,7 @@ from thread_embed_pipeline.schemas import EVAL_SET_COLUMNS, missing_columns
 __all__ = [
     "BM25_MODEL_NAME",
     "HYBRID_PREFIX",
+    "RRF_PREFIX",
     "GROUP_KEYS",
     "RESULT_COLUMNS",
     "PER_QUERY_COLUMNS",
@@ -50,8 +59,11 @@ __all__ = [
     "prepare_sets",
     "dense_pool_scores",
     "bm25_pool_scores",
+    "PoolScores",
+    "pool_scores",
     "rrf_fuse",
     "pool_metrics",
+    "metrics_from_pool_scores",
     "rank_retrieval",
     "summarize",
     "evaluate_retrieval",
@@ -59,6 +71,8 @@ __all__ = [
 
 BM25_MODEL_NAME = "bm25"
 HYBRID_PREFIX = "hybrid:"
+RRF_PREFIX = "rrf:"
+RESERVED_PREFIXES: tuple[str, ...] = (HYBRID_PREFIX, RRF_PREFIX)
 GROUP_KEYS: tuple[str, ...] = ("eval_set", "source", "task")
 RESULT_COLUMNS: tuple[str, ...] = ("eval_set", "model", "source", "task", "dim", "metric", "value", "ci_low", "ci_high", "n")
 PER_QUERY_COLUMNS: tuple[str, ...] = (
@@ -200,26 +214,41 @@ def dense_pool_scores(rset: RetrievalSet, query_emb: np.ndarray, doc_emb: np.nda
     return [doc_emb[pool] @ query_emb[i] for i, pool in enumerate(rset.pools)]
 
 
-def bm25_pool_scores(rset: RetrievalSet) -> list[np.ndarray]:
-    """Per query: BM25 scores of its pool's documents (index over all documents of the set)."""
+# The one BM25 tokenisation, used by the eval and by the released hybrid retriever (search.py).
+BM25_TOKENIZE_KWARGS: dict = dict(lower=True, stopwords="en", stemmer=None, show_progress=False)
+
+
+def bm25_index(doc_texts: Sequence[str]):
+    """A ``bm25s.BM25`` index over ``doc_texts`` with :data:`BM25_TOKENIZE_KWARGS`."""
     import bm25s
 
-    tok_kwargs = dict(lower=True, stopwords="en", stemmer=None, show_progress=False)
-    corpus_tokens = bm25s.tokenize(list(rset.doc_texts), return_ids=True, **tok_kwargs)
     retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=False)
-    query_tokens = bm25s.tokenize(list(rset.query_texts), return_ids=False, **tok_kwargs)
-    out = []
-    for toks, pool in zip(query_tokens, rset.pools):
-        toks = [t for t in toks if t and t in retriever.vocab_dict]
-        if not toks:
-            out.append(np.zeros(len(pool), dtype=np.float32))
-            continue
-        full = retriever.get_scores(toks)
-        if len(full) != len(rset.doc_ids):
-            raise RuntimeError(f"bm25s returned {len(full)} scores for {len(rset.doc_ids)} documents")
-        out.append(np.asarray(full)[pool])
-    return out
+    retriever.index(bm25s.tokenize(list(doc_texts), return_ids=True, **BM25_TOKENIZE_KWARGS), show_progress=False)
+    return retriever
+
+
+def bm25_query_tokens(query_texts: Sequence[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(list(query_texts), return_ids=False, **BM25_TOKENIZE_KWARGS)
+
+
+def bm25_scores(retriever, tokens: Sequence[str], n_docs: int) -> np.ndarray:
+    """BM25 scores of every indexed document for one tokenised query; a query without indexed
+    tokens scores 0 everywhere (so, pessimistically, its relevant documents rank last)."""
+    tokens = [t for t in tokens if t and t in retriever.vocab_dict]
+    if not tokens:
+        return np.zeros(n_docs, dtype=np.float32)
+    full = np.asarray(retriever.get_scores(tokens))
+    if len(full) != n_docs:
+        raise RuntimeError(f"bm25s returned {len(full)} scores for {n_docs} documents")
+    return full
+
+
+def bm25_pool_scores(rset: RetrievalSet) -> list[np.ndarray]:
+    """Per query: BM25 scores of its pool's documents (index over all documents of the set)."""
+    retriever = bm25_index(rset.doc_texts)
+    return [bm25_scores(retriever, toks, len(rset.doc_ids))[pool] for toks, pool in zip(bm25_query_tokens(rset.query_texts), rset.pools)]
 
 
 def rrf_fuse(rankings_scores: Sequence[np.ndarray], k: int = 60) -> np.ndarray:
@@ -261,55 +290,63 @@ def _empty_per_query() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in PER_QUERY_COLUMNS})
 
 
-def rank_retrieval(
-    eval_sets: pd.DataFrame,
-    embedders: Mapping[str, Embedder],
-    *,
-    dims: Sequence[int],
-    include_bm25: bool = True,
-    hybrids: Sequence[str] = (),
-    rrf_k: int = 60,
-    log: Log = None,
-) -> pd.DataFrame:
-    """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
+@dataclass
+class PoolScores:
+    """Pool scores of some sets, computed once: ``bm25[set key]`` and ``dense[(model, dim)][set key]``
+    are per-query score vectors aligned with each set's pools (``dense`` lacks (model, dim)
+    pairs skipped because dim > max_dim)."""
 
-    ``embedders`` maps model name -> :class:`Embedder`; ``hybrids`` lists names of those whose
-    ranking is fused with BM25 by RRF (model ``"hybrid:<name>"``; the BM25 run itself is
-    only reported when ``include_bm25``). Each embedder is called once per dim with every
-    unique text of all sets; dims above its ``max_dim`` are skipped (logged), and so are the
-    matching hybrid rows. BM25 rows repeat identical values at every dim.
-    Pure: the inputs are not modified.
-    """
+    sets: list[RetrievalSet]
+    dims: list[int]
+    bm25: dict[tuple[str, str, str], list[np.ndarray]]
+    dense: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]]
+
+
+def _check_dims(dims: Sequence[int]) -> list[int]:
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims) or len(set(dims)) != len(dims):
         raise ValueError(f"dims must be distinct positive ints, got {dims}")
-    if BM25_MODEL_NAME in embedders:
-        raise ValueError(f"model name {BM25_MODEL_NAME!r} is reserved for the BM25 baseline")
-    bad = [n for n in embedders if str(n).startswith(HYBRID_PREFIX)]
-    if bad:
-        raise ValueError(f"model names starting with {HYBRID_PREFIX!r} are reserved for hybrids: {bad}")
-    unknown = [h for h in hybrids if h not in embedders]
-    if unknown:
-        raise ValueError(f"hybrids {unknown} are not among the embedders {list(embedders)}")
-    if rrf_k < 0:
-        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    return dims
 
-    sets = prepare_sets(eval_sets)
-    if not sets:
-        return _empty_per_query()
-    bm25 = {}
-    if include_bm25 or hybrids:
-        bm25 = {rs.key: bm25_pool_scores(rs) for rs in sets}
+
+def _check_model_names(names) -> None:
+    if BM25_MODEL_NAME in names:
+        raise ValueError(f"model name {BM25_MODEL_NAME!r} is reserved for the BM25 baseline")
+    bad = [n for n in names if str(n).startswith(RESERVED_PREFIXES)]
+    if bad:
+        raise ValueError(f"model names starting with {RESERVED_PREFIXES} are reserved for hybrids: {bad}")
+
+
+def pool_scores(
+    sets: Sequence[RetrievalSet],
+    embedders: Mapping[str, Embedder],
+    dims: Sequence[int],
+    *,
+    bm25: bool = True,
+    log: Log = None,
+) -> PoolScores:
+    """BM25 (when ``bm25``) and dense pool scores of ``sets`` for every embedder at every dim.
+
+    Each embedder is called once per dim with every unique text of all sets; dims above its
+    ``max_dim`` are skipped (logged).
+    """
+    dims = _check_dims(dims)
+    _check_model_names(list(embedders))
+    sets = list(sets)
+    bm25_scores: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    if bm25 and sets:
+        bm25_scores = {rs.key: bm25_pool_scores(rs) for rs in sets}
         if log is not None:
             log(f"[{BM25_MODEL_NAME}] scored {len(sets)} (eval_set, source, task) sets")
-
+    dense: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]] = {}
+    if not sets:
+        return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
     texts = list(dict.fromkeys(t for rs in sets for t in (*rs.query_texts, *rs.doc_texts)))
     row_of = {t: i for i, t in enumerate(texts)}
     rows_by_set = {
         rs.key: (np.array([row_of[t] for t in rs.query_texts]), np.array([row_of[t] for t in rs.doc_texts]))
         for rs in sets
     }
-    frames: list[pd.DataFrame] = []
     for name, embedder in embedders.items():
         max_dim = int(embedder.max_dim)
         for dim in dims:
@@ -320,20 +357,92 @@ def rank_retrieval(
             emb = np.asarray(embedder.embed(texts, dim), dtype=np.float32)
             if emb.shape != (len(texts), dim):
                 raise ValueError(f"embedder {name!r} returned shape {emb.shape}, expected {(len(texts), dim)}")
+            per_set = {}
             for rs in sets:
                 q_rows, d_rows = rows_by_set[rs.key]
-                dense = dense_pool_scores(rs, emb[q_rows], emb[d_rows])
-                frames.append(pool_metrics(rs, dense, model=name, dim=dim))
-                if name in hybrids:
-                    fused = [rrf_fuse([b, d], k=rrf_k) for b, d in zip(bm25[rs.key], dense)]
-                    frames.append(pool_metrics(rs, fused, model=f"{HYBRID_PREFIX}{name}", dim=dim))
+                per_set[rs.key] = dense_pool_scores(rs, emb[q_rows], emb[d_rows])
+            dense[(name, dim)] = per_set
             if log is not None:
                 log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(texts)} unique texts)")
+    return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
+
+
+def metrics_from_pool_scores(
+    scores: PoolScores,
+    models: Sequence[str],
+    *,
+    include_bm25: bool = True,
+    hybrids: Sequence[str] = (),
+    fusion: Mapping[tuple[str, int], FusionChoice | FusionByEvalSet] | None = None,
+    rrf_k: int = 60,
+) -> pd.DataFrame:
+    """``PER_QUERY_COLUMNS`` rows from precomputed :class:`PoolScores` (see :func:`rank_retrieval`)."""
+    fusion = dict(fusion or {})
+    frames: list[pd.DataFrame] = []
+    for name in models:
+        for dim in scores.dims:
+            dense_by_set = scores.dense.get((name, dim))
+            if dense_by_set is None:
+                continue
+            choice = fusion.get((name, dim)) if name in hybrids else None
+            for rs in scores.sets:
+                dense = dense_by_set[rs.key]
+                frames.append(pool_metrics(rs, dense, model=name, dim=dim))
+                if name in hybrids:
+                    bm = scores.bm25[rs.key]
+                    fused = [rrf_fuse([b, d], k=rrf_k) for b, d in zip(bm, dense)]
+                    frames.append(pool_metrics(rs, fused, model=f"{RRF_PREFIX}{name}", dim=dim))
+                    if choice is not None:
+                        w = choice.weight_for(rs.eval_set, rs.source, rs.task)
+                        mixed = [convex_fuse(b, d, w) for b, d in zip(bm, dense)]
+                        frames.append(pool_metrics(rs, mixed, model=f"{HYBRID_PREFIX}{name}", dim=dim))
     if include_bm25:
-        for rs in sets:
-            base = pool_metrics(rs, bm25[rs.key], model=BM25_MODEL_NAME, dim=dims[0])
-            frames.extend(base.assign(dim=np.int64(d)) for d in dims)
+        for rs in scores.sets:
+            base = pool_metrics(rs, scores.bm25[rs.key], model=BM25_MODEL_NAME, dim=scores.dims[0])
+            frames.extend(base.assign(dim=np.int64(d)) for d in scores.dims)
     return pd.concat(frames, ignore_index=True)[list(PER_QUERY_COLUMNS)] if frames else _empty_per_query()
+
+
+def rank_retrieval(
+    eval_sets: pd.DataFrame,
+    embedders: Mapping[str, Embedder],
+    *,
+    dims: Sequence[int],
+    include_bm25: bool = True,
+    hybrids: Sequence[str] = (),
+    fusion: Mapping[tuple[str, int], FusionChoice | FusionByEvalSet] | None = None,
+    rrf_k: int = 60,
+    log: Log = None,
+) -> pd.DataFrame:
+    """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
+
+    ``embedders`` maps model name -> :class:`Embedder`; for each name in ``hybrids`` two BM25
+    fusions are added: ``"rrf:<name>"`` (reciprocal-rank fusion, always) and ``"hybrid:<name>"``
+    (convex mix of z-scored scores, only at dims with a choice ``fusion[(name, dim)]``, tuned on
+    dev sets beforehand; each set uses ``choice.weight_for(eval_set, source, task)``). The BM25 run itself
+    is only reported when ``include_bm25``. Each embedder is called once per dim with every
+    unique text of all sets (:func:`pool_scores`); dims above its ``max_dim`` are skipped
+    (logged), and so are the matching fusion rows. BM25 rows repeat identical values at every
+    dim. Pure: the inputs are not modified.
+    """
+    dims = _check_dims(dims)
+    _check_model_names(list(embedders))
+    unknown = [h for h in hybrids if h not in embedders]
+    if unknown:
+        raise ValueError(f"hybrids {unknown} are not among the embedders {list(embedders)}")
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    for key, choice in (fusion or {}).items():
+        if not isinstance(choice, (FusionChoice, FusionByEvalSet)):
+            raise TypeError(f"fusion[{key!r}] is not a FusionChoice or FusionByEvalSet")
+
+    sets = prepare_sets(eval_sets)
+    if not sets:
+        return _empty_per_query()
+    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), log=log)
+    return metrics_from_pool_scores(
+        scores, list(embedders), include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k
+    )
 
 
 def summarize(
@@ -368,6 +477,7 @@ def evaluate_retrieval(
     dims: Sequence[int],
     include_bm25: bool = True,
     hybrids: Sequence[str] = (),
+    fusion: Mapping[tuple[str, int], FusionChoice | FusionByEvalSet] | None = None,
     rrf_k: int = 60,
     n_resamples: int = 1000,
     confidence: float = 0.95,
@@ -376,6 +486,6 @@ def evaluate_retrieval(
 ) -> pd.DataFrame:
     """``summarize(rank_retrieval(...))``; call the two yourself to keep the per-query rows."""
     per_query = rank_retrieval(
-        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, rrf_k=rrf_k, log=log
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k, log=log
     )
     return summarize(per_query, n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -1,0 +1,99 @@
+"""The recommended retriever, for your own chat: BM25 + the fine-tuned model, fused as in the eval.
+
+``HybridRetriever`` ranks documents (threads, conversation windows) for a query (a message or a
+question) by ``weight * z(dense) + (1 - weight) * z(bm25)``: cosine similarity of the checkpoint's
+embeddings (truncated to ``dim``, a Matryoshka dim) and BM25 scores from ``bm25s`` with exactly the
+eval's tokenisation (``evaluation.retrieval.BM25_TOKENIZE_KWARGS``), each standardised over the
+candidates (``evaluation.fusion.convex_fuse``). The weight is the one the eval report chose on the
+dev split; ``eval_report`` stores it beside the checkpoint in ``hybrid_retriever.json``.
+
+Texts should look like the training text: one ``speaker: text`` line per message
+(``schemas.format_window``), with speakers pseudonymised and URLs / e-mails / secrets redacted
+(``text.prepare_text`` does that for a corpus-shaped frame; ``text.redact_text`` for one text).
+
+    from thread_embed_pipeline.search import HybridRetriever
+    retriever = HybridRetriever.from_checkpoint("models/thread-embed-minilm")
+    retriever.index(["speaker_1: grub fails after the upgrade\\nspeaker_2: reinstall grub-pc", ...])
+    retriever.search("speaker_3: grub error 17 after upgrading?", k=5)   # [(doc index, score), ...]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from thread_embed_pipeline.evaluation.embedders import truncate_and_normalize
+from thread_embed_pipeline.evaluation.fusion import convex_fuse
+from thread_embed_pipeline.evaluation.retrieval import bm25_index, bm25_query_tokens, bm25_scores
+
+SETTINGS_FILE = "hybrid_retriever.json"
+
+
+class HybridRetriever:
+    """BM25 + dense score fusion over an in-memory document list (see the module docstring)."""
+
+    def __init__(self, model, *, weight: float, dim: int | None = None, batch_size: int = 64) -> None:
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"weight must be in [0, 1] (the dense share), got {weight}")
+        full = int(model.get_embedding_dimension())
+        if dim is not None and not 1 <= int(dim) <= full:
+            raise ValueError(f"dim must be between 1 and the model's {full} dims, got {dim}")
+        self.model = model
+        self.weight = float(weight)
+        self.dim = int(dim) if dim is not None else full
+        self.batch_size = batch_size
+        self._docs: list[str] = []
+        self._doc_emb: np.ndarray | None = None
+        self._bm25 = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, *, device: str | None = None, **overrides) -> "HybridRetriever":
+        """The checkpoint with the weight and dim recorded in its ``hybrid_retriever.json``."""
+        from thread_embed_pipeline.training import load_sentence_model
+
+        path = Path(checkpoint_dir) / SETTINGS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run eval_report (it chooses the weight on dev) or pass weight= to HybridRetriever")
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        kwargs = {"weight": settings["weight"], "dim": settings.get("dim"), **overrides}
+        return cls(load_sentence_model(str(checkpoint_dir), device=device), **kwargs)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return truncate_and_normalize(np.asarray(emb, dtype=np.float32), self.dim)
+
+    def index(self, documents: Sequence[str]) -> "HybridRetriever":
+        documents = [str(d) for d in documents]
+        if not documents:
+            raise ValueError("nothing to index: documents is empty")
+        self._docs = documents
+        self._doc_emb = self._embed(documents)
+        self._bm25 = bm25_index(documents)
+        return self
+
+    def scores(self, query: str) -> np.ndarray:
+        """The fused score of every indexed document for one query."""
+        if self._doc_emb is None:
+            raise RuntimeError("call index(documents) before searching")
+        dense = self._doc_emb @ self._embed([query])[0]
+        lexical = bm25_scores(self._bm25, bm25_query_tokens([query])[0], len(self._docs))
+        return convex_fuse(lexical, dense, self.weight)
+
+    def search(self, query: str, k: int = 10) -> list[tuple[int, float]]:
+        """The ``k`` best documents as (index into the indexed list, fused score), best first."""
+        fused = self.scores(query)
+        top = np.argsort(-fused, kind="stable")[:k]
+        return [(int(i), float(fused[i])) for i in top]
+
+
+def write_retriever_settings(checkpoint_dir: str | Path, *, weight: float, dim: int, chosen_on: str, scope: str) -> Path:
+    """Record the dev-chosen fusion weight beside the checkpoint (read by :meth:`HybridRetriever.from_checkpoint`)."""
+    path = Path(checkpoint_dir) / SETTINGS_FILE
+    payload = {"weight": float(weight), "dim": int(dim), "chosen_on": chosen_on, "scope": scope, "fusion": "weight * z(dense cosine) + (1 - weight) * z(bm25)"}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,49 @@
+"""The released hybrid retriever: the eval's fusion and BM25 tokenisation on the user's own texts."""
+
+import json
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from thread_embed_pipeline.evaluation.fusion import convex_fuse
+from thread_embed_pipeline.evaluation.retrieval import RetrievalSet, bm25_pool_scores
+from thread_embed_pipeline.search import SETTINGS_FILE, HybridRetriever, write_retriever_settings
+
+DOCS = [
+    "speaker_1: grub fails to boot after the upgrade\nspeaker_2: reinstall grub-pc from a live cd",
+    "speaker_3: my wifi driver is broken on the laptop\nspeaker_4: try the backports kernel",
+    "speaker_5: apt install fails with a lock error\nspeaker_6: another apt process is running",
+]
+
+
+def test_scores_are_the_eval_fusion_of_the_eval_bm25_and_cosine(tiny_model_dir):
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    retriever = HybridRetriever(model, weight=0.3, dim=16).index(DOCS)
+    query = "speaker_7: grub error after upgrading, how do I reinstall grub?"
+    # BM25 exactly as the eval scores a pool of all three documents
+    rset = RetrievalSet("s", "src", "thread", ("q",), (query,), ("d0", "d1", "d2"), tuple(DOCS), (np.arange(3),), (np.array([True, False, False]),), (1,))
+    (bm25,) = bm25_pool_scores(rset)
+    emb = model.encode([query, *DOCS], convert_to_numpy=True)[:, :16]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    dense = emb[1:] @ emb[0]
+    np.testing.assert_allclose(retriever.scores(query), convex_fuse(bm25, dense, 0.3), rtol=1e-5, atol=1e-6)
+    lexical_only = HybridRetriever(model, weight=0.0).index(DOCS)
+    assert lexical_only.search(query, k=1)[0][0] == 0  # weight 0 is BM25, which finds the grub thread
+
+
+def test_from_checkpoint_reads_the_dev_chosen_weight(tiny_model_dir, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, checkpoint)
+    with pytest.raises(FileNotFoundError, match=SETTINGS_FILE):
+        HybridRetriever.from_checkpoint(checkpoint)
+    write_retriever_settings(checkpoint, weight=0.45, dim=16, chosen_on="dev", scope="global")
+    assert json.loads((checkpoint / SETTINGS_FILE).read_text())["chosen_on"] == "dev"
+    retriever = HybridRetriever.from_checkpoint(checkpoint, device="cpu")
+    assert (retriever.weight, retriever.dim) == (0.45, 16)
+    with pytest.raises(RuntimeError, match="index"):
+        retriever.search("anything")
+    with pytest.raises(ValueError, match="weight"):
+        HybridRetriever(retriever.model, weight=1.5)
