@@ -38,6 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from thread_embed_pipeline.corpus import DROP_REASONS, MAX_MESSAGE_CHARS, build_corpus, file_stem, hash_fraction, hash_splits
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
+from thread_embed_pipeline.text import TextSettings, prepare_text
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_STRATEGIES, RAW_COLUMNS
 from thread_embed_pipeline.sources.hf import Sampling
 from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
@@ -439,10 +440,15 @@ def build_pairs_stream(
     max_conversations: int | None = None,
     hard_negatives: bool = False,
     hard_negative_window_minutes: int = 30,
+    text_settings: TextSettings | None = None,
     batch_rows: int = 200_000,
     log: Log = print,
 ) -> tuple[pd.DataFrame, dict]:
     """Pairs of a seeded sample of the corpus's conversations, built piece by piece.
+
+    With ``text_settings`` each piece goes through the text stage (``text.prepare_text``) first:
+    pseudonyms are then numbered per channel log *within a piece* (a piece never splits a
+    conversation, but may split a log), and its accounting is summed into ``stats["text"]``.
 
     A conversation is kept when ``hash(seed, conversation_id) < conversation_fraction``, up to
     ``max_conversations`` (in file order). Returns the pairs and ``{"conversations_read",
@@ -454,6 +460,7 @@ def build_pairs_stream(
     frames: list[pd.DataFrame] = []
     stats = {"conversations_read": 0, "conversations_sampled": 0, "skipped_short_conversations": 0, "skipped_identical_sides": 0, "pairs": {s: 0 for s in strategies}}
     negatives: dict = {}
+    text_totals: dict = {}
     progress = _Progress(log, "pairs")
     taken = 0
     for table in _aligned_batches(Path(corpus_path), ["conversation_id"], batch_rows):
@@ -468,6 +475,9 @@ def build_pairs_stream(
         if len(ids):
             # only the sampled conversations leave Arrow
             sub = table.filter(pc.is_in(table.column("conversation_id"), value_set=pa.array(ids, pa.string()))).to_pandas()
+            if text_settings is not None:
+                sub, text_acc = prepare_text(sub[list(CORPUS_COLUMNS)], text_settings)
+                _merge_text_accounting(text_totals, text_acc)
             pairs, st = build_pairs(sub, seed=seed, settings=settings, strategies=strategies)
             stats["skipped_short_conversations"] += st["skipped_short_conversations"]
             stats["skipped_identical_sides"] += st["skipped_identical_sides"]
@@ -481,6 +491,7 @@ def build_pairs_stream(
         if max_conversations is not None and taken >= max_conversations:
             break
     stats["hard_negatives"] = negatives
+    stats["text"] = text_totals
     if frames:
         out = pd.concat(frames, ignore_index=True)
     else:
@@ -488,6 +499,15 @@ def build_pairs_stream(
         if hard_negatives:
             out["negative"] = pd.Series(dtype=object)
     return out, stats
+
+
+def _merge_text_accounting(into: dict, acc: dict) -> None:
+    for key in ("read", "kept", "mentions_rewritten", "speakers_pseudonymised"):
+        into[key] = into.get(key, 0) + int(acc[key])
+    for group in ("dropped", "redacted"):
+        for reason, n in acc[group].items():
+            into.setdefault(group, {})[reason] = into.get(group, {}).get(reason, 0) + int(n)
+    into["scheme"] = acc["scheme"]
 
 
 def _merge_counts(into: dict, counts: dict) -> None:

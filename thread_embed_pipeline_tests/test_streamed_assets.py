@@ -18,6 +18,7 @@ from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
+from thread_embed_pipeline.sources.registry import SOURCES
 
 from . import hf_fixtures as F
 
@@ -37,7 +38,8 @@ def test_graph_has_all_eight_chains_and_jobs():
     assert "raw/ubuntu_irc" in everything
     parallel = defs.resolve_job_def("sources_parallel_job")
     assert parallel.executor_def.name == "multiprocess" and defs.executor is dg.in_process_executor
-    assert len(parallel.asset_layer.selected_asset_keys) == 3 * len(ALL_SOURCES)
+    # raw, corpus, pairs per source, and the file sources' text stage
+    assert len(parallel.asset_layer.selected_asset_keys) == 3 * len(ALL_SOURCES) + len(SOURCES)
     import yaml
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "executors" / "multiprocess.yaml").read_text())

@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, upstream_key, versioned_output
-from thread_embed_pipeline.assets.source_assets import PairsConfig, corpus_key, pair_builder_settings, pairs_key, pairs_metadata, raw_key
+from thread_embed_pipeline.assets.source_assets import PairsConfig, TextConfig, corpus_key, pair_builder_settings, pairs_key, pairs_metadata, raw_key, text_metadata
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
@@ -43,10 +43,12 @@ class StreamSamplingConfig(dg.Config):
 
 
 class StreamedPairsConfig(PairsConfig):
-    """``PairsConfig`` plus a seeded sample of conversations."""
+    """``PairsConfig`` plus a seeded sample of conversations, and the text stage applied to each
+    piece before pairing (the streamed chains have no separate text asset: they are built out of core)."""
 
     conversation_fraction: float = 1.0
     max_conversations: Optional[int] = None
+    text: TextConfig = TextConfig()
 
 
 def _staging(chat_sources: ChatSourcesResource) -> Path:
@@ -153,6 +155,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
             max_conversations=config.max_conversations,
             hard_negatives=config.hard_negatives,
             hard_negative_window_minutes=config.hard_negative_window_minutes,
+            text_settings=config.text.settings(),
             log=context.log.info,
         )
         meta = {
@@ -161,6 +164,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
             "sampling/conversation_fraction": config.conversation_fraction,
             "sampling/max_conversations": config.max_conversations if config.max_conversations is not None else "all",
             **pairs_metadata(frame, stats, stats["hard_negatives"]),
+            **{f"text/{k}": v for k, v in text_metadata(stats["text"]).items()},
         }
         context.add_output_metadata(meta)
         return versioned_output(frame)
