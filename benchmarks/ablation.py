@@ -35,13 +35,17 @@ from thread_embed_pipeline.training import TrainingSettings, load_sentence_model
 
 SHARES = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
 
-# (label, speakers scheme of the training text, training settings); each against the first rows' defaults
-VARIANTS: list[tuple[str, str, dict]] = [
-    ("names in the training text (the old default)", "original", {}),
-    ("pseudonymised training text (per channel log)", "per_timeline", {}),
-    ("+ length-grouped batches", "per_timeline", {"batch_sampler": "length_grouped"}),
-    ("+ length-grouped, Matryoshka weights 1/1/1.5/2", "per_timeline", {"batch_sampler": "length_grouped", "matryoshka_weights": (1.0, 1.0, 1.5, 2.0)}),
-    ("+ length-grouped, max_seq_length 256", "per_timeline", {"batch_sampler": "length_grouped", "max_seq_length": 256}),
+EQUAL_SOURCES = {"irc_disentangle": 1 / 3, "slack_dev_chats": 1 / 3, "discord_disco": 1 / 3}
+GROUPED = {"batch_sampler": "length_grouped"}
+
+# (label, speakers scheme of the training text, training settings, source shares of the pairs)
+VARIANTS: list[tuple[str, str, dict, dict | None]] = [
+    ("names in the training text (the old default)", "original", {}, None),
+    ("pseudonymised training text (per channel log)", "per_timeline", {}, None),
+    ("+ length-grouped batches", "per_timeline", GROUPED, None),
+    ("+ length-grouped, equal source shares", "per_timeline", GROUPED, EQUAL_SOURCES),
+    ("+ length-grouped, equal shares, Matryoshka weights 1/1/1.5/2", "per_timeline", {**GROUPED, "matryoshka_weights": (1.0, 1.0, 1.5, 2.0)}, EQUAL_SOURCES),
+    ("+ length-grouped, equal shares, max_seq_length 256", "per_timeline", {**GROUPED, "max_seq_length": 256}, EQUAL_SOURCES),
 ]
 
 
@@ -73,29 +77,30 @@ def main() -> int:
     corpora = load_corpora(args.mirror)
     dev_sets, notes, _ = build_protocol_eval_sets(corpora, split="dev", max_queries=args.max_queries, seed=0)
     print(f"dev sets ready in {time.perf_counter() - started:.0f} s", flush=True)
-    train_by_scheme: dict[str, pd.DataFrame] = {}
+    pairs_by_scheme: dict[str, pd.DataFrame] = {}
 
-    def training_pairs(scheme: str) -> pd.DataFrame:
-        if scheme not in train_by_scheme:
+    def training_pairs(scheme: str, source_shares: dict | None) -> pd.DataFrame:
+        if scheme not in pairs_by_scheme:
             texts = {name: prepare_text(c, TextSettings(speakers=scheme))[0] for name, c in corpora.items()}
-            pairs = pd.concat([build_pairs(t, seed=13)[0] for t in texts.values()], ignore_index=True)
-            train_by_scheme[scheme], _ = select_training_pairs(
-                pairs, budget=args.budget, strategy_shares=SHARES, seed=7, eval_texts=eval_texts(dev_sets), eval_conversation_ids=set(dev_sets["conversation_id"])
-            )
-        return train_by_scheme[scheme]
+            pairs_by_scheme[scheme] = pd.concat([build_pairs(t, seed=13)[0] for t in texts.values()], ignore_index=True)
+        train, _ = select_training_pairs(
+            pairs_by_scheme[scheme], budget=args.budget, strategy_shares=SHARES, seed=7, eval_texts=eval_texts(dev_sets),
+            eval_conversation_ids=set(dev_sets["conversation_id"]), source_shares=source_shares,
+        )
+        return train
 
     dims = (384, 256, 128, 64)
     rows, summaries = [], []
     selected = args.variants if args.variants else list(range(len(VARIANTS)))
     bf16 = {"auto": None, "on": True, "off": False}[args.bf16]
     fields = {f.name for f in dataclasses.fields(TrainingSettings)}
-    for index, (label, scheme, change) in enumerate(VARIANTS):
+    for index, (label, scheme, change, source_shares) in enumerate(VARIANTS):
         if index not in selected:
             continue
         settings = TrainingSettings(base_model=args.base_model, matryoshka_dims=dims, bf16=bf16, time_budget_s=args.time_budget, **{k: v for k, v in change.items() if k in fields})
         print(f"== v{index} {label}: {settings}", flush=True)
         out = args.work / f"variant_{index}"
-        _, result = train_matryoshka_model(training_pairs(scheme), settings, out, log=lambda m: print(m, flush=True), device=args.device)
+        _, result = train_matryoshka_model(training_pairs(scheme, source_shares), settings, out, log=lambda m: print(m, flush=True), device=args.device)
         models = {f"v{index}": SentenceTransformerEmbedder(load_sentence_model(str(out), device=args.device), f"v{index}")}
         if not summaries:  # base model and BM25 once
             models = {"base": SentenceTransformerEmbedder(load_sentence_model(args.base_model, device=args.device), "base"), **models}

@@ -201,6 +201,41 @@ class TrainingPairStats:
         }
 
 
+def _split_quota(total: int, shares: Mapping[str, float], available: Mapping[str, int]) -> dict[str, int]:
+    """``total`` split by ``shares`` (largest remainders), capped by ``available``; a capped key's
+    shortfall goes to the others in proportion to their shares."""
+    take = {k: 0 for k in shares}
+    open_keys = [k for k in shares if shares[k] > 0 and available.get(k, 0) > 0]
+    left = min(total, sum(available.get(k, 0) for k in open_keys))
+    while left > 0 and open_keys:
+        weight = sum(shares[k] for k in open_keys)
+        exact = {k: left * shares[k] / weight for k in open_keys}
+        part = {k: int(exact[k]) for k in open_keys}
+        for k in sorted(open_keys, key=lambda k: (-(exact[k] - part[k]), k))[: left - sum(part.values())]:
+            part[k] += 1
+        for k in open_keys:
+            add = min(part[k], available[k] - take[k])
+            take[k] += add
+            left -= add
+        open_keys = [k for k in open_keys if take[k] < available[k]]
+    return take
+
+
+def _take_by_source(frame: pd.DataFrame, n: int, source_shares: Mapping[str, float], rng: np.random.Generator) -> pd.DataFrame:
+    sources = sorted(frame["source"].unique())
+    named = {s: float(source_shares[s]) for s in sources if s in source_shares}
+    rest = 1.0 - sum(named.values())
+    unnamed = [s for s in sources if s not in source_shares]
+    shares = {**named, **{s: max(rest, 0.0) / len(unnamed) for s in unnamed}} if unnamed else named
+    available = frame["source"].value_counts().to_dict()
+    take = _split_quota(n, shares, available)
+    parts = []
+    for s in sources:
+        rows = np.flatnonzero((frame["source"] == s).to_numpy())
+        parts.append(rows[rng.permutation(len(rows))[: take.get(s, 0)]])
+    return frame.iloc[np.sort(np.concatenate(parts))] if parts else frame.iloc[0:0]
+
+
 def select_training_pairs(
     pairs: pd.DataFrame,
     *,
@@ -212,6 +247,7 @@ def select_training_pairs(
     exclude_sources: set[str] | frozenset[str] = frozenset(),
     eval_lines: set[str] | frozenset[str] = frozenset(),
     line_checked_sources: set[str] | frozenset[str] = frozenset(),
+    source_shares: Mapping[str, float] | None = None,
 ) -> tuple[pd.DataFrame, TrainingPairStats]:
     """Merge all sources' pairs into the training set.
 
@@ -222,6 +258,10 @@ def select_training_pairs(
     ``eval_lines`` (see ``eval_sets.eval_message_lines``) drops pairs of ``line_checked_sources``
     with any message line equal to one in an eval text: sources that may re-publish the eval data
     (the ``ubuntu_irc`` dump holds the #ubuntu days the IRC eval sets come from).
+    ``source_shares`` (source -> share; sources not named split what is left equally) divides each
+    strategy's quota across sources, e.g. to give the small, hard sources more of a small budget; a
+    source short of its part gives the rest to the others. ``None`` or empty: rows are sampled
+    uniformly within a strategy, so sources come in proportion to their size.
     The output is shuffled with ``seed``; same inputs and seed give the same rows in the same order.
     """
     if budget <= 0:
@@ -283,7 +323,10 @@ def select_training_pairs(
         extra = min(spare, len(by_strategy[s]) - take[s])
         take[s] += extra
         spare -= extra
-    chosen = [by_strategy[s].iloc[np.sort(order[s][: take[s]])] for s in sorted(shares)]
+    if source_shares:
+        chosen = [_take_by_source(by_strategy[s], take[s], source_shares, rng) for s in sorted(shares)]
+    else:
+        chosen = [by_strategy[s].iloc[np.sort(order[s][: take[s]])] for s in sorted(shares)]
     selected = pd.concat(chosen, ignore_index=True) if chosen else frame.iloc[0:0]
     not_sampled = len(frame) - len(selected)
     if not_sampled:

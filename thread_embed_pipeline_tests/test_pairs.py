@@ -122,3 +122,23 @@ def test_a_negative_equal_to_an_eval_text_is_cleared_not_kept(corpus):
     pairs = pairs.assign(negative="ann: some other thread")
     selected, _ = select_training_pairs(pairs, budget=10_000, strategy_shares={"thread": 1}, seed=0, eval_texts={"ann: some other thread"})
     assert "negative" in selected.columns and selected["negative"].isna().all()
+
+
+def test_source_shares_split_each_strategy_across_sources_and_pass_on_a_shortfall():
+    from thread_embed_pipeline.pairs import select_training_pairs
+
+    rows = []
+    for source, n in (("big", 300), ("small", 40), ("mid", 100)):
+        for i in range(n):
+            rows.append({"anchor": f"{source} a{i}", "positive": f"{source} p{i}", "strategy": "thread", "source": source, "conversation_id": f"{source}/{i}", "split": "train"})
+    pairs = pd.DataFrame(rows)
+    uniform, _ = select_training_pairs(pairs, budget=150, strategy_shares={"thread": 1.0}, seed=0)
+    by_size = uniform["source"].value_counts()
+    assert by_size["big"] > by_size["mid"] > by_size["small"]
+    equal, stats = select_training_pairs(pairs, budget=90, strategy_shares={"thread": 1.0}, seed=0, source_shares={"big": 1 / 3, "small": 1 / 3, "mid": 1 / 3})
+    assert equal["source"].value_counts().to_dict() == {"big": 30, "small": 30, "mid": 30}
+    short, _ = select_training_pairs(pairs, budget=240, strategy_shares={"thread": 1.0}, seed=0, source_shares={"small": 0.5})
+    counts = short["source"].value_counts().to_dict()
+    assert counts["small"] == 40 and counts["big"] == counts["mid"] == 100  # small's shortfall goes to the others
+    again, _ = select_training_pairs(pairs, budget=90, strategy_shares={"thread": 1.0}, seed=0, source_shares={"big": 1 / 3, "small": 1 / 3, "mid": 1 / 3})
+    pd.testing.assert_frame_equal(again, equal)
