@@ -113,6 +113,9 @@ class TrainingSettings:
     # wall-clock budget of the optimizer steps: after the first steps the step count is cut to what
     # fits (see StepBudget); None: train on every pair
     time_budget_s: float | None = None
+    # freeze the token embeddings and the lowest N transformer layers: no backward pass below the
+    # first trainable layer, so cheaper steps (more pairs in a time budget) at some capacity
+    frozen_layers: int = 0
 
 
 BATCH_SAMPLERS = ("no_duplicates", "conversation_disjoint", "length_grouped")
@@ -231,6 +234,8 @@ def _validate_options(settings: TrainingSettings) -> None:
             raise ValueError(f"matryoshka_weights {weights} must have one weight per dim in {list(settings.matryoshka_dims)}")
         if not all(float(w) > 0 for w in weights):
             raise ValueError(f"matryoshka_weights must all be positive, got {weights}")
+    if settings.frozen_layers < 0:
+        raise ValueError(f"frozen_layers must be >= 0, got {settings.frozen_layers}")
     if settings.save_steps is not None and settings.save_steps < 1:
         raise ValueError(f"save_steps must be >= 1 or None, got {settings.save_steps}")
 
@@ -307,6 +312,18 @@ def _share_trained(steps: int, resumed_from_step: int | None) -> float:
     return max(steps - resumed_from_step, 0) / steps
 
 
+def _freeze_lower_layers(model, n: int) -> int:
+    """Freeze the embeddings and the lowest ``n`` encoder layers of a BERT-style transformer."""
+    backbone = model[0].auto_model
+    layers = backbone.encoder.layer
+    if n > len(layers):
+        raise ValueError(f"frozen_layers={n} but the model has {len(layers)} layers")
+    for module in (backbone.embeddings, *layers[:n]):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    return n
+
+
 def _planned_steps(n_pairs: int, settings: TrainingSettings) -> int:
     """Optimizer steps of ``epochs`` passes over ``n_pairs`` (the Trainer's own count; the last batch may be short)."""
     per_epoch = math.ceil(n_pairs / settings.batch_size)
@@ -362,6 +379,8 @@ def train_matryoshka_model(
     _validate(settings, model.get_embedding_dimension())
     eval_max_seq_length = model.max_seq_length
     model.max_seq_length = settings.max_seq_length
+    if settings.frozen_layers:
+        log(f"frozen: token embeddings and the lowest {_freeze_lower_layers(model, settings.frozen_layers)} transformer layers")
     bf16 = settings.bf16 if settings.bf16 is not None else (device == "cuda" or cpu_supports_bf16())
 
     if settings.loss == "cached_mnrl":

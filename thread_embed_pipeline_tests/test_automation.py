@@ -74,18 +74,19 @@ def world() -> World:
 
 
 MERGED_BELOW = {"training_pairs", "model", "eval_report"}
+EVAL_SETS = {"eval_sets", "dev_eval_sets"}
 
 
 def test_changed_irc_file_rebuilds_only_the_irc_chain_and_what_reads_it(world):
     world.observe(upstream_key("irc_disentangle"), "v1")  # a file of the mirror changed
-    ticks = world.run_until_settled(unchanged={"eval_sets"})  # the change touched no test conversation
+    ticks = world.run_until_settled(unchanged=EVAL_SETS)  # the change touched no eval conversation
     assert ticks[0] == {"raw/irc_disentangle"}
     assert ticks[1] == {"corpus/irc_disentangle"}
-    # eval_sets reads every corpus, so it is rebuilt too; its content (a data version) did not change
-    assert ticks[2] == {"pairs/irc_disentangle", "eval_sets"}
-    assert ticks[3:] == [{"training_pairs"}, {"model"}, {"eval_report"}]
+    # the eval sets read every corpus, so they are rebuilt too; their content (a data version) did not change
+    assert ticks[2] == {"text/irc_disentangle"} | EVAL_SETS
+    assert ticks[3:] == [{"pairs/irc_disentangle"}, {"training_pairs"}, {"model"}, {"eval_report"}]
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"raw/irc_disentangle", "corpus/irc_disentangle", "pairs/irc_disentangle", "eval_sets"} | MERGED_BELOW
+    assert rebuilt == {"raw/irc_disentangle", "corpus/irc_disentangle", "text/irc_disentangle", "pairs/irc_disentangle"} | EVAL_SETS | MERGED_BELOW
     assert "eval_exports" not in rebuilt and not any(k.endswith("slack_dev_chats") for k in rebuilt)
 
 
@@ -99,7 +100,7 @@ def test_unchanged_refresh_requests_nothing(world):
 
 
 def test_pair_builder_code_bump_rebuilds_every_pairs_asset_and_below(world, monkeypatch):
-    monkeypatch.setitem(versioning.CODE_VERSIONS, "pairs", "2")
+    monkeypatch.setitem(versioning.CODE_VERSIONS, "pairs", "99")
     bumped = build_definitions(external_eval_sets=[])
     ticks = world.run_until_settled(defs=bumped)
     assert ticks[0] == {f"pairs/{name}" for name in ALL_SOURCES}
@@ -162,7 +163,7 @@ def test_assets_report_content_data_versions(tmp_path, mirror_root):
         return {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[DATA_VERSION_TAG] for e in result.get_asset_materialization_events()}
 
     first = versions()
-    assert set(first) == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats"}
+    assert set(first) == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"}
     assert versions() == first  # rebuilt from the same files: same content, same versions
     result = dg.materialize(assets, instance=instance, resources=resources, run_config={"ops": {"pairs__slack_dev_chats": {"config": {"seed": 99}}}})
     new = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[DATA_VERSION_TAG] for e in result.get_asset_materialization_events()}
@@ -188,11 +189,11 @@ def test_streamed_sources_never_materialised_hold_nothing_back():
     world = World(build_definitions(external_eval_sets=[]), never_materialised=set(HF_SOURCES))
     world.observe(upstream_key("slack_dev_chats"), "v1")
     world.observe(upstream_key("ubuntu_irc"), "missing:hf/common-pile__ubuntu_irc")  # a first observation
-    ticks = world.run_until_settled(unchanged={"eval_sets"})
+    ticks = world.run_until_settled(unchanged=EVAL_SETS)
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats", "eval_sets"} | MERGED_BELOW
+    assert rebuilt == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"} | EVAL_SETS | MERGED_BELOW
     # a code bump of the pair builder rebuilds the pairs that can be built, not the missing chains
-    ticks = world.run_until_settled(defs=_with_pairs_version("3"))
+    ticks = world.run_until_settled(defs=_with_pairs_version("98"))
     assert ticks[0] == {f"pairs/{name}" for name in SOURCES}
 
 

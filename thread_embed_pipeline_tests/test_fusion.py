@@ -373,3 +373,36 @@ def test_run_evaluation_without_dev_sets_has_only_rrf():
     # no hybrids requested -> no note
     out = run_evaluation(test, embedders, dims=[8], hybrid_with=[], n_resamples=50, log=lambda m: None)
     assert NO_DEV_SETS_NOTE not in out.notes
+
+
+def test_each_protocol_chooses_its_own_weights_and_external_sets_fall_back_to_the_default():
+    from thread_embed_pipeline.evaluation.fusion import FusionByEvalSet
+
+    lexical = lambda w: 1.0 - w  # noqa: E731  (BM25 alone is best)
+    dense = lambda w: w  # noqa: E731
+    pseud = choose_fusion_weight(grid_frame({("threadembed", "a", "thread"): dense, ("threadembed", "b", "thread"): dense}), model="m", dim=8)
+    names = choose_fusion_weight(grid_frame({("threadembed-names_visible", "a", "thread"): lexical, ("threadembed-names_visible", "b", "thread"): lexical}), model="m", dim=8)
+    both = FusionByEvalSet({"threadembed": pseud, "threadembed-names_visible": names}, fallback="threadembed")
+    assert both.weight_for("threadembed", "a", "thread") == 1.0
+    assert both.weight_for("threadembed-names_visible", "a", "thread") == 0.0
+    assert both.weight_for("external_pools", "toy", "pool") == 1.0  # the default protocol's global weight
+    frame = both.to_frame(extra_sets=[("external_pools", "toy", "pool")])
+    assert set(zip(frame["eval_set"], frame["on_dev"])) == {("threadembed", True), ("threadembed-names_visible", True), ("external_pools", False)}
+    with pytest.raises(ValueError, match="fallback"):
+        FusionByEvalSet({"threadembed": pseud}, fallback="missing")
+
+
+def test_recommended_hybrid_is_the_best_on_dev_in_the_given_protocol():
+    from thread_embed_pipeline.evaluation.fusion import recommended_hybrid
+
+    rows = [
+        # model, dim, scope, eval_set, source, task, weight, dev global, dev per set, n, global weight, on_dev
+        ("base", 8, "global", "threadembed", "a", "thread", 0.2, 0.70, 0.69, 10, 0.2, True),
+        ("fine_tuned", 8, "per_set", "threadembed", "a", "thread", 0.6, 0.80, 0.85, 10, 0.5, True),
+        ("fine_tuned", 4, "global", "threadembed", "a", "thread", 0.6, 0.95, 0.90, 10, 0.6, True),  # a smaller dim: not the full one
+        ("base", 8, "global", "threadembed-names_visible", "a", "thread", 0.1, 0.99, 0.99, 10, 0.1, True),
+    ]
+    fusion = pd.DataFrame(rows, columns=list(FUSION_COLUMNS))
+    best = recommended_hybrid(fusion, eval_set="threadembed")
+    assert best == {"dense_model": "fine_tuned", "dim": 8, "scope": "per_set", "weight": 0.5, "dev_mrr10": 0.85}
+    assert recommended_hybrid(fusion, eval_set="nothing") is None

@@ -204,3 +204,18 @@ def test_a_time_budget_trains_fewer_steps_and_records_why(tiny_model_dir, tmp_pa
     assert result.planned_steps == 20 and result.steps == 4  # calibrated on steps 2-4, then stopped
     assert result.train_pairs == 32 and "4 of 20 steps" in result.budget_reason
     assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_frozen_layers_stay_unchanged_and_the_rest_trains(tiny_model_dir, tmp_path):
+    pairs = pd.DataFrame({"anchor": [f"question {i} about topic {i}" for i in range(32)], "positive": [f"answer {i} on topic {i}" for i in range(32)]})
+    settings = TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32, 16), batch_size=8, max_seq_length=16, bf16=False, frozen_layers=1)
+    before = SentenceTransformer(str(tiny_model_dir), device="cpu")[0].auto_model.state_dict()
+    model, _ = train_matryoshka_model(pairs, settings, tmp_path / "m", log=lambda m: None)
+    after = model[0].auto_model.state_dict()
+    frozen = [k for k in before if k.startswith(("embeddings.", "encoder.layer.0."))]
+    trained = [k for k in before if k.startswith("encoder.layer.1.")]
+    assert frozen and trained
+    assert all(np.array_equal(before[k].numpy(), after[k].cpu().numpy()) for k in frozen)
+    assert any(not np.array_equal(before[k].numpy(), after[k].cpu().numpy()) for k in trained)
+    with pytest.raises(ValueError, match="frozen_layers"):
+        train_matryoshka_model(pairs, TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32,), batch_size=8, frozen_layers=9), tmp_path / "x", log=lambda m: None)

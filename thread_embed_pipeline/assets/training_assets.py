@@ -63,6 +63,7 @@ class ModelConfig(dg.Config):
     # seconds of optimizer steps: the step count is sized from the step time measured in the first
     # steps, so the main job keeps its 15 minutes on a CPU without bf16; None trains every pair
     time_budget_s: Optional[float] = DEFAULT_CPU_TIME_BUDGET_S
+    frozen_layers: int = 0  # freeze the embeddings and the lowest N layers: cheaper steps
 
     def settings(self) -> TrainingSettings:
         values = self.model_dump(exclude={"model_name"})
