@@ -44,7 +44,7 @@ VARIANTS: list[tuple[str, str, dict, dict | None]] = [
     ("pseudonymised training text (per channel log)", "per_timeline", {}, None),
     ("+ length-grouped batches", "per_timeline", GROUPED, None),
     ("+ length-grouped, equal source shares", "per_timeline", GROUPED, EQUAL_SOURCES),
-    ("+ length-grouped, equal shares, Matryoshka weights 1/1/1.5/2", "per_timeline", {**GROUPED, "matryoshka_weights": (1.0, 1.0, 1.5, 2.0)}, EQUAL_SOURCES),
+    ("+ length-grouped, equal shares, Matryoshka weights 1/1/2/3", "per_timeline", {**GROUPED, "matryoshka_weights": (1.0, 1.0, 2.0, 3.0)}, EQUAL_SOURCES),
     ("+ length-grouped, equal shares, max_seq_length 256", "per_timeline", {**GROUPED, "max_seq_length": 256}, EQUAL_SOURCES),
     ("+ length-grouped, equal shares, lowest 3 layers frozen", "per_timeline", {**GROUPED, "frozen_layers": 3}, EQUAL_SOURCES),
 ]

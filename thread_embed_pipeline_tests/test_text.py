@@ -371,3 +371,26 @@ def test_the_text_assets_config_declares_exactly_the_text_settings():
     fields = {f.name: f.default for f in dataclasses.fields(TextSettings)}
     assert {name: f.default for name, f in TextConfig.model_fields.items()} == fields
     assert TextConfig(speakers="per_conversation").settings() == TextSettings(speakers="per_conversation")
+
+
+def test_a_nick_that_the_log_uses_as_a_word_is_rewritten_only_where_it_addresses_someone():
+    from thread_embed_pipeline.text.speakers import common_words
+
+    texts = ["edgy: try the live cd"] + [f"the edgy release {i} is out" for i in range(29)] + ["ikonia: thanks", "ikonia, ok", "ask ikonia"]
+    words = common_words(texts, ["edgy", "ikonia", "ActionParsnip", "the"])
+    assert "edgy" in words and "the" in words  # used as a word (1 address, 29 bare), a stop word
+    assert "ikonia" not in words  # addressed, so a person: rewritten everywhere
+    rows = [(f"irc/log/{i}", 0, "edgy" if i == 0 else "ikonia", t) for i, t in enumerate(texts)]
+    rows += [(f"irc/log/{i}", 1, "bob", "ok") for i in range(len(texts))]
+    corpus = pd.DataFrame(
+        {
+            "conversation_id": [r[0] for r in rows], "source": "irc", "platform": "irc", "channel": "ubuntu",
+            "message_idx": [r[1] for r in rows], "timestamp": pd.NaT, "author": [r[2] for r in rows], "text": [r[3] for r in rows],
+            "reply_to": pd.array([None] * len(rows), dtype="Int64"), "split": "train",
+        }
+    )[list(CORPUS_COLUMNS)].astype({"timestamp": "datetime64[ns]"})
+    out, _ = prepare_text(corpus)
+    by_conv = out[out["message_idx"] == 0].set_index("conversation_id")["text"]
+    assert by_conv["irc/log/0"].startswith("speaker_") and "edgy" not in by_conv["irc/log/0"]  # addressing: rewritten
+    assert by_conv["irc/log/1"] == "the edgy release 0 is out"  # the word stays
+    assert by_conv["irc/log/32"].startswith("ask speaker_")  # a person's bare mention is rewritten

@@ -38,7 +38,7 @@ import pandas as pd
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, missing_columns
 from thread_embed_pipeline.text.redact import REDACTION_REASONS, redact_texts
 from thread_embed_pipeline.text.settings import TextSettings
-from thread_embed_pipeline.text.speakers import MentionMatcher, pseudonymise, timelines
+from thread_embed_pipeline.text.speakers import MentionMatcher, common_words, pseudonymise, timelines
 
 DROP_REASONS: tuple[str, ...] = ("bot", "short_conversation")
 
@@ -123,8 +123,9 @@ def prepare_text(corpus: pd.DataFrame, settings: TextSettings = TextSettings()) 
             # names of every input author of the timeline (bots and dropped conversations included)
             authors_by_tl = pd.DataFrame({"tl": timeline_all, "author": frame["author"]}).dropna().drop_duplicates()
             needed = set(timeline)
+            common = common_words(kept["text"], authors_by_tl["author"].unique())
             matchers = {
-                tl: MentionMatcher.build(group["author"].tolist())
+                tl: MentionMatcher.build(group["author"].tolist(), common)
                 for tl, group in authors_by_tl.groupby("tl", sort=True)
                 if tl in needed
             }

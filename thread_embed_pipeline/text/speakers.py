@@ -23,7 +23,10 @@ scope (``alice: ...``, ``alice, ...``, ``@alice``, ``<@alice>``, a bare "thanks 
 case-insensitive, whole-word, where IRC nick characters ``[A-Za-z0-9_-[]\\^{}|`]`` (and any other
 Unicode word character) count as word characters, so ``alice_`` and ``malice`` are not ``alice``.
 Only names of at least two characters containing a letter are matched (a nick ``42`` would otherwise
-rewrite every number). Slack-style ``<@U123>`` ids are rewritten when the id is an author of the
+rewrite every number). A name that is also a plain word (:func:`common_words`: an English stop word,
+or a word-shaped nick that the log uses as a word — ``the``, ``my``, ``ubuntu`` in #ubuntu) is
+rewritten only where it addresses someone: ``name:`` or ``name,`` opening a message, ``@name``,
+``<@name>``. Slack-style ``<@U123>`` ids are rewritten when the id is an author of the
 timeline; any other ``<@...>`` becomes ``<@user>``. A mentioned author of the timeline who has not
 spoken in the scope (per_conversation: that conversation; per_timeline: the kept messages of the log)
 gets the next free ``speaker_<k>`` of the scope, in order of first mention, so the original name
@@ -99,15 +102,55 @@ def trie_regex(keys) -> str:
     return emit(root)
 
 
+def common_words(texts, names=(), *, min_bare: int = 5, max_addressing_share: float = 0.05) -> frozenset[str]:
+    """Lowercased words a nick may be spelled like, for which only the addressing forms (``name:`` /
+    ``name,`` opening a message, ``@name``, ``<@name>``) are rewritten, not every bare occurrence:
+
+    * English stop words (scikit-learn's list): ``the``, ``my``, ``ever``;
+    * ``names`` spelled like plain words (letters only, no inner capital) and used as plain words in
+      ``texts``: at least ``min_bare`` bare occurrences and under ``max_addressing_share`` of all
+      occurrences addressing someone (``ubuntu``, ``edgy``, ``unity`` in #ubuntu). A person who is
+      mentioned is addressed far more often than that, so their name stays rewritten everywhere;
+      nick-shaped names (``ActionParsnip``, ``dr_willis``, ``bob2``) are always rewritten.
+
+    Rewriting every bare occurrence of a word-like nick would wreck the text for everyone else.
+    """
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    wanted = {k for k in (mention_key(n) for n in names if isinstance(n, str) and _PLAIN_WORD.fullmatch(n.strip())) if k is not None}
+    bare: dict[str, int] = {}
+    addressed: dict[str, int] = {}
+    if wanted:
+        for text in texts:
+            if not isinstance(text, str):
+                continue
+            for m in _WORD_RUN.finditer(text.lower()):
+                word = m.group(0)
+                if word in wanted:
+                    counter = addressed if _addressing(m) else bare
+                    counter[word] = counter.get(word, 0) + 1
+    wordlike = {
+        w for w, n_bare in bare.items()
+        if n_bare >= min_bare and addressed.get(w, 0) < max_addressing_share * (n_bare + addressed.get(w, 0))
+    }
+    return frozenset(ENGLISH_STOP_WORDS) | frozenset(wordlike)
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z][a-z]*")
+_ADDRESS_END = re.compile(r"\s*[:,]")
+
+
 @dataclass
 class MentionMatcher:
-    """The mention regex of one timeline and its names (lowercased key -> first-seen spelling)."""
+    """The mention regex of one timeline and its names (lowercased key -> first-seen spelling);
+    ``addressing_only``: keys that are common words, rewritten only in addressing forms."""
 
     pattern: re.Pattern
     names: dict[str, str]
+    addressing_only: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, authors) -> MentionMatcher:
+    def build(cls, authors, common: frozenset[str] = frozenset()) -> MentionMatcher:
         names: dict[str, str] = {}
         for a in authors:
             if isinstance(a, str):
@@ -122,7 +165,15 @@ class MentionMatcher:
         if special:
             parts.append(rf"(?<![{_WORD}])(?P<sp>{trie_regex(special)})(?![{_WORD}])")
         parts.append(rf"(?P<run>[{_WORD}]+)")
-        return cls(re.compile("|".join(parts), re.IGNORECASE), names)
+        return cls(re.compile("|".join(parts), re.IGNORECASE), names, frozenset(k for k in names if k in common))
+
+
+def _addressing(m: re.Match) -> bool:
+    """``@name`` anywhere, or ``name:`` / ``name,`` opening the message."""
+    start, whole = m.start(), m.string
+    if start > 0 and whole[start - 1] == "@":  # @name, <@name>
+        return True
+    return whole[:start].strip() == "" and _ADDRESS_END.match(whole, m.end()) is not None
 
 
 @dataclass
@@ -160,6 +211,8 @@ class Scope:
         key = text.lower()
         if key not in self.by_key and (self.matcher is None or key not in self.matcher.names):
             return text
+        if self.matcher is not None and key in self.matcher.addressing_only and not _addressing(m):
+            return text  # a common word used as a word, not as a mention
         self.rewritten += 1
         return self._lookup(key)
 
