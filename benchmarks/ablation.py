@@ -1,10 +1,10 @@
 """Training ablation on the DEV split, in both eval protocols: which switches make the CPU default.
 
-    HF_HUB_OFFLINE=1 python benchmarks/ablation.py --time-budget 300 --write docs/ablation_chat.md
+    HF_HUB_OFFLINE=1 python benchmarks/ablation.py --variants 0 1 2 3 4 6 --write docs/ablation_chat.md
 
 Every variant trains the bundled base model on train-split pairs built from the text stage's output
 (decontaminated against the dev eval sets) with the same time budget as the main job, so a switch
-that makes steps cheaper shows up as more pairs trained. Each is scored on dev thread / response /
+that makes steps cheaper shows up as more pairs trained. Each is scored on dev thread /
 concurrent-thread retrieval of every source in the pseudonymised and names-visible protocols with
 95% bootstrap CIs, next to the base model and BM25 (scored once). Test conversations are never
 touched. Records the pairs trained, throughput (pairs/s) and why training stopped.
@@ -24,6 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from thread_embed_pipeline.assets.eval_assets import DevEvalSetsConfig  # noqa: E402
+from thread_embed_pipeline.assets.training_assets import DEFAULT_CPU_TIME_BUDGET_S  # noqa: E402
 from thread_embed_pipeline.corpus import build_corpus  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder  # noqa: E402
 from thread_embed_pipeline.evaluation.eval_sets import build_protocol_eval_sets, eval_texts  # noqa: E402
@@ -63,8 +65,8 @@ def main() -> int:
     parser.add_argument("--mirror", type=Path, default=Path(os.environ.get("THREAD_EMBED_MIRROR", ROOT.parent / "shared" / "datasets")))
     parser.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--budget", type=int, default=4000, help="most pairs (the main job's training_pairs budget)")
-    parser.add_argument("--time-budget", type=float, default=300.0, help="seconds of training per variant (the main job's model.time_budget_s)")
-    parser.add_argument("--max-queries", type=int, default=100, help="queries per dev set (dev_eval_sets' default)")
+    parser.add_argument("--time-budget", type=float, default=DEFAULT_CPU_TIME_BUDGET_S, help="seconds of training per variant (the main job's model.time_budget_s)")
+    parser.add_argument("--max-queries", type=int, default=DevEvalSetsConfig().max_queries_per_set, help="queries per dev set (dev_eval_sets' default)")
     parser.add_argument("--variants", type=int, nargs="*", help="indices of VARIANTS to run (default all)")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--device", default=None)
@@ -76,7 +78,7 @@ def main() -> int:
 
     started = time.perf_counter()
     corpora = load_corpora(args.mirror)
-    dev_sets, notes, _ = build_protocol_eval_sets(corpora, split="dev", max_queries=args.max_queries, seed=0)
+    dev_sets, notes, _ = build_protocol_eval_sets(corpora, split="dev", tasks=DevEvalSetsConfig().tasks, max_queries=args.max_queries, seed=0)
     print(f"dev sets ready in {time.perf_counter() - started:.0f} s", flush=True)
     pairs_by_scheme: dict[str, pd.DataFrame] = {}
 

@@ -46,6 +46,7 @@ PREPARE = textwrap.dedent(
         "training_pairs": {"config": {"budget": 64}},
         "model": {"config": {"base_model": tiny, "matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 32, "bf16": False}},
         "eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10}},
+        "dev_eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10}},
         "eval_report": {"config": {"bootstrap_resamples": 50}},
     }}
     result = defs.resolve_job_def("thread_embed_job").execute_in_process(run_config=config, instance=dg.DagsterInstance.get())
@@ -148,7 +149,7 @@ def test_materialize_one_chain_and_read_the_leaderboard(dagster_ui):
             page.locator(".CodeMirror").first.click()
             page.keyboard.type('group:"slack_dev_chats"')
             page.keyboard.press("Enter")
-            materialize = page.get_by_role("button", name="Materialize all (3)")
+            materialize = page.get_by_role("button", name="Materialize all (4)")
             materialize.wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "1_lineage_slack_chain.png"))
             materialize.click()
@@ -170,7 +171,7 @@ def test_materialize_one_chain_and_read_the_leaderboard(dagster_ui):
             materialised = {
                 e.dagster_event.asset_key.to_user_string() for e in instance.all_logs(run.run_id) if e.is_dagster_event and e.dagster_event.is_step_materialization
             }
-            assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "pairs/slack_dev_chats"}
+            assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"}
 
             # eval_report: the leaderboard metadata is there and opens
             page.goto(f"{url}/assets/eval_report")

@@ -45,8 +45,8 @@ def truncate_and_normalize(emb: np.ndarray, dim: int) -> np.ndarray:
     return l2_normalize(emb[..., :dim])
 
 
-# Files that do not change what a model computes (docs, library-version stamps).
-_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json"}
+# Files that do not change what a model computes (docs, library-version stamps, the hybrid weight eval_report stores).
+_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json", "hybrid_retriever.json"}
 
 
 def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = None) -> str:
