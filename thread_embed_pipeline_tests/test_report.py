@@ -60,10 +60,10 @@ def test_markdown_leaderboard_groups_and_ci_cells():
     md = markdown_leaderboard(make_results())
     # own set first, then external; tasks in EVAL_TASKS order within a source
     assert _sections(md) == [
-        "threadembed / irc_disentangle / thread",
-        "threadembed / irc_disentangle / response",
-        "threadembed / slack_discord / thread",
-        "threadembed / slack_discord / response",
+        "threadembed (pseudonymised) / irc_disentangle / thread",
+        "threadembed (pseudonymised) / irc_disentangle / response",
+        "threadembed (pseudonymised) / slack_discord / thread",
+        "threadembed (pseudonymised) / slack_discord / response",
         "beir_scifact / beir / retrieval",
     ]
     for metric in METRIC_NAMES:
@@ -83,7 +83,7 @@ def test_markdown_leaderboard_groups_and_ci_cells():
 
 def test_comparison_markdown():
     md = comparison_markdown(make_comparisons())
-    assert _sections(md) == ["threadembed / irc_disentangle / thread"]
+    assert _sections(md) == ["threadembed (pseudonymised) / irc_disentangle / thread"]
     assert "+0.200 [+0.150, +0.250]" in md and "-0.100" in md
     assert "<0.001" in md and "0.030" in md
     assert "No model comparisons" in comparison_markdown(make_comparisons().iloc[0:0])

@@ -78,8 +78,16 @@ def _fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _eval_set_label(eval_set: str) -> str:
+    """An own set's name with its protocol, e.g. ``threadembed (pseudonymised)``; external sets as named."""
+    from thread_embed_pipeline.evaluation.eval_sets import protocol_of
+
+    protocol = protocol_of(eval_set)
+    return f"{eval_set} ({protocol})" if protocol else eval_set
+
+
 def _title(key: tuple[str, str, str]) -> str:
-    return " / ".join(key)
+    return " / ".join((_eval_set_label(key[0]), *key[1:]))
 
 
 def markdown_leaderboard(results: pd.DataFrame) -> str:
@@ -306,7 +314,7 @@ def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
     if rows.empty:
         return ""
     models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
-    lines = ["| eval set | source | task | " + " | ".join(models) + " | n |", "|" + "---|" * 3 + "---:|" * (len(models) + 1)]
+    lines = ["| eval set (protocol) | source | task | " + " | ".join(models) + " | n |", "|" + "---|" * 3 + "---:|" * (len(models) + 1)]
     for key in _group_order(rows):
         g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
         cells = [
@@ -315,7 +323,7 @@ def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
             else ""
             for m in models
         ]
-        lines.append("| " + " | ".join([*key, *cells, str(int(g["n"].max()))]) + " |")
+        lines.append("| " + " | ".join([_eval_set_label(key[0]), *key[1:], *cells, str(int(g["n"].max()))]) + " |")
     return "\n".join(lines) + "\n"
 
 
