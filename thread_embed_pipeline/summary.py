@@ -56,12 +56,23 @@ def main() -> int:
         print(f"No eval report yet at {report_md}", file=sys.stderr)
         return 1
     text = report_md.read_text(encoding="utf-8")
-    head = text.split("## Comparisons")[0]
+    head = text.split("## Hybrid weights")[0].split("## Comparisons")[0]
     print(head.strip())
     print()
+    fusion_file = reports / "fusion.parquet"
+    if fusion_file.exists():
+        from thread_embed_pipeline.evaluation.fusion import recommended_hybrid
+        from thread_embed_pipeline.schemas import OWN_EVAL_SET
+
+        best = recommended_hybrid(pd.read_parquet(fusion_file), eval_set=OWN_EVAL_SET)
+        if best:
+            print(
+                f"Recommended retriever (chosen on dev, pseudonymised protocol): hybrid:{best['dense_model']} at {best['dim']} dims, "
+                f"dense weight {best['weight']:.2f} (held-out dev MRR@10 {best['dev_mrr10']:.3f}); see thread_embed_pipeline.search.HybridRetriever"
+            )
     print(f"Eval report: {report_md}")
     print(f"Matryoshka plot: {reports / 'matryoshka_mrr10.png'}")
-    print(f"DuckDB tables: {paths.data_dir() / 'warehouse.duckdb'} (eval_results, eval_comparisons, eval_per_query)")
+    print(f"DuckDB tables: {paths.data_dir() / 'warehouse.duckdb'} (eval_results, eval_comparisons, eval_per_query, eval_fusion)")
     return 0
 
 
