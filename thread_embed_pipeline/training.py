@@ -154,7 +154,7 @@ class StepBudget:
     ends exactly at the new total, so a shortened run is a complete schedule, not a truncated one.
     """
 
-    def __init__(self, planned_steps: int, warmup_steps: int, time_budget_s: float | None, *, calibration_steps: int = 3, step_quantum: int = 4):
+    def __init__(self, planned_steps: int, warmup_steps: int, time_budget_s: float | None, *, calibration_steps: int = 3, step_quantum: int = 2):
         if planned_steps < 1:
             raise ValueError(f"planned_steps must be >= 1, got {planned_steps}")
         if time_budget_s is not None and time_budget_s <= 0:

@@ -185,7 +185,11 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         kinds={"parquet", "duckdb"},
         code_version=code_version("eval_report"),
         automation_condition=UPDATE_ON_CHANGE,
-        description="MRR@10, NDCG@10, Recall@1/5/10 with 95% bootstrap CIs and paired tests for the fine-tuned model, the base model, BM25, hybrids and API models, at every Matryoshka dim.",
+        description=(
+            "MRR@10, NDCG@10, Recall@1/5/10 with 95% bootstrap CIs and paired tests for the fine-tuned model, the base model, BM25, "
+            "the BM25+dense hybrids (score fusion with its weight chosen on dev_eval_sets, and RRF) and API models, in both protocols "
+            "(pseudonymised, names visible), at every Matryoshka dim; names the recommended retriever."
+        ),
     )
     def eval_report(
         context: dg.AssetExecutionContext,
