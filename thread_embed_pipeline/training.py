@@ -152,6 +152,8 @@ class StepBudget:
     time so far predicts how many more steps fit into the budget, and the total is rounded down to a
     multiple of ``step_quantum`` (so run-to-run noise in the timing rarely moves it). The decay then
     ends exactly at the new total, so a shortened run is a complete schedule, not a truncated one.
+    Later, if the running mean step time projects an overrun of more than 5%, the total is cut again
+    (never raised), and the decay ends at the new total.
     """
 
     def __init__(self, planned_steps: int, warmup_steps: int, time_budget_s: float | None, *, calibration_steps: int = 3, step_quantum: int = 2):
@@ -165,6 +167,7 @@ class StepBudget:
         self.calibration_steps = calibration_steps
         self.step_quantum = max(1, step_quantum)
         self.total_steps = planned_steps
+        self.overrun_tolerance = 0.05  # re-plan only when the projection overruns the budget by more than this
         self.decided = time_budget_s is None
         self.reason = "no time budget: one pass over every pair" if time_budget_s is None else ""
         self._first_step_end: float | None = None
@@ -186,7 +189,7 @@ class StepBudget:
 
     def observe(self, step: int, elapsed_s: float) -> None:
         """Called after optimizer step ``step`` (1-based) with the seconds since training started."""
-        if self.decided:
+        if self.time_budget_s is None:
             return
         if step == 1:
             self._first_step_end = elapsed_s
@@ -194,17 +197,24 @@ class StepBudget:
         if self._first_step_end is None or step < 1 + self.calibration_steps:
             return
         step_s = (elapsed_s - self._first_step_end) / (step - 1)
-        fit = step + int((self.time_budget_s - elapsed_s) // step_s) if step_s > 0 else self.planned_steps
-        total = min(self.planned_steps, max(self.min_steps, fit - fit % self.step_quantum))
-        self.total_steps = max(total, step)
-        self.decided = True
-        if self.total_steps < self.planned_steps:
-            self.reason = (
-                f"time budget {self.time_budget_s:g} s: {step_s:.2f} s/step measured over steps 2-{step} "
-                f"-> {self.total_steps} of {self.planned_steps} steps fit"
-            )
-        else:
-            self.reason = f"time budget {self.time_budget_s:g} s: {step_s:.2f} s/step measured over steps 2-{step}; all {self.planned_steps} steps fit"
+        if not self.decided:
+            fit = step + int((self.time_budget_s - elapsed_s) // step_s) if step_s > 0 else self.planned_steps
+            total = min(self.planned_steps, max(self.min_steps, fit - fit % self.step_quantum))
+            self.total_steps = max(total, step)
+            self.decided = True
+            span = f"{step_s:.2f} s/step measured over steps 2-{step}"
+            if self.total_steps < self.planned_steps:
+                self.reason = f"time budget {self.time_budget_s:g} s: {span} -> {self.total_steps} of {self.planned_steps} steps fit"
+            else:
+                self.reason = f"time budget {self.time_budget_s:g} s: {span}; all {self.planned_steps} steps fit"
+            return
+        # batches differ in length (length-grouped batches most of all), so the first steps' time can
+        # mislead: if the mean so far says the rest no longer fits, end earlier (never later)
+        if step < self.total_steps and elapsed_s + step_s * (self.total_steps - step) > self.time_budget_s * (1 + self.overrun_tolerance):
+            fit = max(step + 1, step + int(max(self.time_budget_s - elapsed_s, 0.0) // step_s))
+            if fit < self.total_steps:
+                self.total_steps = fit
+                self.reason += f"; cut to {fit} steps at step {step} ({step_s:.2f} s/step so far)"
 
 
 def _validate(settings: TrainingSettings, embedding_dim: int) -> None:

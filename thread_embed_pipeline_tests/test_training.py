@@ -176,8 +176,10 @@ def test_step_budget_sizes_the_run_from_the_measured_step_time():
     # the schedule is complete for the new total: warm-up, then linear decay to 0 at step 12
     assert budget.lr_factor(0) < budget.lr_factor(5) <= 1.0
     assert budget.lr_factor(6) == pytest.approx(1.0) and budget.lr_factor(12) == 0.0
-    budget.observe(8, 500.0)  # decided once: later timings do not move it
+    budget.observe(8, 120.0)  # faster than planned later on: never raised
     assert budget.total_steps == 12
+    budget.observe(9, 500.0)  # far slower: cut to what is left (at least one more step)
+    assert budget.total_steps == 10 and "cut to 10" in budget.reason
 
 
 def test_step_budget_keeps_every_step_when_they_fit_or_without_a_budget():
@@ -219,3 +221,21 @@ def test_frozen_layers_stay_unchanged_and_the_rest_trains(tiny_model_dir, tmp_pa
     assert any(not np.array_equal(before[k].numpy(), after[k].cpu().numpy()) for k in trained)
     with pytest.raises(ValueError, match="frozen_layers"):
         train_matryoshka_model(pairs, TrainingSettings(base_model=str(tiny_model_dir), matryoshka_dims=(32,), batch_size=8, frozen_layers=9), tmp_path / "x", log=lambda m: None)
+
+
+def test_step_budget_cuts_the_run_when_later_steps_are_slower_than_the_first():
+    from thread_embed_pipeline.training import StepBudget
+
+    budget = StepBudget(planned_steps=60, warmup_steps=2, time_budget_s=100, calibration_steps=3, step_quantum=2)
+    budget.observe(1, 10.0)
+    for step in (2, 3, 4):
+        budget.observe(step, 10.0 + 2.0 * (step - 1))  # 2 s/step: 4 + 84 // 2 = 46 steps fit
+    assert budget.total_steps == 46
+    t = 16.0
+    for step in range(5, 60):
+        t += 6.0  # the later batches are longer: 6 s/step
+        budget.observe(step, t)
+        if step >= budget.total_steps:
+            break
+    assert budget.total_steps < 46 and "cut to" in budget.reason
+    assert t <= 100 * 1.05 + 6.0  # ends within the budget (plus at most one step)
