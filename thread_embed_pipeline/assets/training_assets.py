@@ -29,8 +29,10 @@ class TrainingPairsConfig(dg.Config):
 
     budget: int = DEFAULT_CPU_PAIR_BUDGET
     strategy_shares: dict[str, float] = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
-    # share of each source within every strategy (unnamed sources split the rest); empty: by size
-    source_shares: dict[str, float] = {}
+    # share of each source within every strategy (unnamed sources split the rest); empty: by size.
+    # Default: the three mirrored sources equally, so the small, hard ones (Slack, Discord) get more
+    # of a small budget (docs/ablation.md)
+    source_shares: dict[str, float] = {name: round(1 / len(SOURCES), 6) for name in SOURCES}
     seed: int = 7
     # cross-platform transfer: train without these platforms ("irc", "slack", "discord") and
     # evaluate on them; the report marks which platforms the model saw in training
@@ -54,10 +56,15 @@ class ModelConfig(dg.Config):
     max_seq_length: int = 128
     bf16: Optional[bool] = None
     seed: int = 42
-    batch_sampler: str = "no_duplicates"  # or "conversation_disjoint": no two pairs of one conversation per batch
+    # "length_grouped" (default: ~30% less padding, so more pairs in the time budget), "no_duplicates",
+    # or "conversation_disjoint": no two pairs of one conversation per batch
+    batch_sampler: str = "length_grouped"
     loss: str = "mnrl"  # or "cached_mnrl": GradCache, for batches of 128-512 in CPU memory
     mini_batch_size: int = 32
-    matryoshka_weights: Optional[list[float]] = None
+    matryoshka_weights: Optional[list[float]] = None  # one per dim; unset: see small_dims_weigh_more
+    # with matryoshka_weights unset, the two smallest dims weigh 2 and 3 and the others 1 (64-dim
+    # retention, docs/ablation.md); off: every dim weighs 1
+    small_dims_weigh_more: bool = True
     use_negatives: bool = False  # train on (anchor, positive, chat hard negative) triplets only
     save_steps: Optional[int] = None  # checkpoint every N steps; a rerun resumes from the last one
     # seconds of optimizer steps: the step count is sized from the step time measured in the first
@@ -66,10 +73,12 @@ class ModelConfig(dg.Config):
     frozen_layers: int = 0  # freeze the embeddings and the lowest N layers: cheaper steps
 
     def settings(self) -> TrainingSettings:
-        values = self.model_dump(exclude={"model_name"})
+        values = self.model_dump(exclude={"model_name", "small_dims_weigh_more"})
         values["matryoshka_dims"] = tuple(values["matryoshka_dims"])
         if values["matryoshka_weights"] is not None:
             values["matryoshka_weights"] = tuple(values["matryoshka_weights"])
+        elif self.small_dims_weigh_more and len(values["matryoshka_dims"]) >= 3:
+            values["matryoshka_weights"] = (1.0,) * (len(values["matryoshka_dims"]) - 2) + (2.0, 3.0)
         return TrainingSettings(**values)
 
 
