@@ -464,8 +464,9 @@ def train_matryoshka_model(
 
     class EnforceBudget(TrainerCallback):
         def on_step_end(self, _args, state, control, **_kwargs):
+            before = (budget.decided, budget.total_steps)
             budget.observe(state.global_step, time.perf_counter() - started)
-            if settings.time_budget_s and budget.decided and state.global_step == budget.calibration_steps + 1:
+            if settings.time_budget_s and (budget.decided, budget.total_steps) != before:
                 log(budget.reason)
             if state.global_step >= budget.total_steps:
                 control.should_training_stop = True
