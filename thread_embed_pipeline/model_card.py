@@ -91,8 +91,9 @@ def write_model_card(model_summary: dict, *, report_markdown: str, improvement: 
             "## Recommended retriever (chosen on the dev split)",
             "",
             f"`hybrid:{recommended['dense_model']}` at {recommended['dim']} dims: BM25 and the dense model fused with dense weight "
-            f"**{recommended['weight']:.2f}** (held-out dev MRR@10 {recommended['dev_mrr10']:.3f} in the pseudonymised protocol, scope "
-            f"{recommended['scope']}; the test numbers below only report).",
+            f"**{recommended['weight']:.2f}**, the best single weight on the dev queries of the pseudonymised protocol (held-out dev "
+            f"MRR@10 {recommended['dev_mrr10']:.3f}; the report's `hybrid:` rows use the dev choice of scope, here {recommended['scope']}). "
+            "The test numbers below only report.",
             "",
             USAGE.format(checkpoint=checkpoint.name, dim=recommended["dim"]),
             "",
