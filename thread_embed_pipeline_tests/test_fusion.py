@@ -406,3 +406,17 @@ def test_recommended_hybrid_is_the_best_on_dev_in_the_given_protocol():
     best = recommended_hybrid(fusion, eval_set="threadembed")
     assert best == {"dense_model": "fine_tuned", "dim": 8, "scope": "per_set", "weight": 0.5, "dev_mrr10": 0.85}
     assert recommended_hybrid(fusion, eval_set="nothing") is None
+
+
+def test_per_set_weights_must_beat_global_by_more_than_their_standard_error():
+    from thread_embed_pipeline.evaluation.fusion import WEIGHT_GRID
+
+    steady = lambda w: 1.0 if w == 0.5 else 0.0  # noqa: E731
+    dense_only = lambda w: 1.0 if w == 1.0 else 0.0  # noqa: E731
+    # set b is split: 16 queries want w=1, 14 want w=0.5 — a per-set weight of 1 gains a little on
+    # average but loses on almost half the queries, so the gain is far below its standard error
+    gm = grid_frame({("a", "thread"): steady, ("b", "thread"): [dense_only] * 16 + [steady] * 14}, n_per_set=30)
+    c = choose_fusion_weight(gm, model="m", dim=8)
+    assert c.dev_mrr10_per_set > c.dev_mrr10_global  # per set is better on average ...
+    assert c.scope == "global" and c.global_weight == 0.5  # ... but not better by more than its SE
+    assert set(WEIGHT_GRID) >= {0.5, 1.0}
