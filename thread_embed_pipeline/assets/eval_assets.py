@@ -44,11 +44,11 @@ class EvalSetsConfig(dg.Config):
 
 class DevEvalSetsConfig(EvalSetsConfig):
     """The same protocols on the dev split: what hybrid weights and the model check are chosen on.
-    Thread and concurrent-thread only, 80 queries per set, so the main job keeps its time target on
+    Thread and concurrent-thread only, 60 queries per set, so the main job keeps its time target on
     a CPU without bf16; a test set of a task not on dev (response) takes the global weight."""
 
     tasks: list[str] = ["thread", "concurrent_thread"]
-    max_queries_per_set: Optional[int] = 80
+    max_queries_per_set: Optional[int] = 60
 
 
 class EvalReportConfig(dg.Config):

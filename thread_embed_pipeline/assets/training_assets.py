@@ -20,7 +20,7 @@ from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_mo
 # The CPU default: at most this many pairs, and at most DEFAULT_CPU_TIME_BUDGET_S seconds of training,
 # so the whole main job stays within 15 minutes on 2 cores with or without bf16 (README, timings).
 DEFAULT_CPU_PAIR_BUDGET = 4000
-DEFAULT_CPU_TIME_BUDGET_S = 270.0
+DEFAULT_CPU_TIME_BUDGET_S = 240.0
 # The reference recipe's scale (200,000 pairs) lives in configs/full_recipe.yaml, for GPU runs.
 
 
