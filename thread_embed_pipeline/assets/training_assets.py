@@ -29,10 +29,11 @@ class TrainingPairsConfig(dg.Config):
 
     budget: int = DEFAULT_CPU_PAIR_BUDGET
     strategy_shares: dict[str, float] = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
-    # share of each source within every strategy (unnamed sources split the rest); empty: by size.
-    # Default: the three mirrored sources equally, so the small, hard ones (Slack, Discord) get more
-    # of a small budget (docs/ablation.md)
-    source_shares: dict[str, float] = {name: round(1 / len(SOURCES), 6) for name in SOURCES}
+    # share of each source within every strategy (sources not named split the rest equally)
+    source_shares: dict[str, float] = {}
+    # with source_shares empty: every source trained on gets an equal share, so the small, hard ones
+    # (Slack, Discord) get more of a small budget (docs/ablation.md); off: sources come by size
+    equal_source_shares: bool = True
     seed: int = 7
     # cross-platform transfer: train without these platforms ("irc", "slack", "discord") and
     # evaluate on them; the report marks which platforms the model saw in training
@@ -134,7 +135,7 @@ def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfi
         exclude_sources=excluded,
         eval_lines=eval_message_lines(eval_sets) if selected_streamed else frozenset(),
         line_checked_sources=selected_streamed,
-        source_shares=config.source_shares or None,
+        source_shares=config.source_shares or ({name: 1.0 for name in merged["source"].unique()} if config.equal_source_shares else None),
     )
     if selected.empty:
         raise dg.Failure(description="no training pairs left after the exclusions; check exclude_platforms and the pair assets")
