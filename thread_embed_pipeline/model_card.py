@@ -61,8 +61,9 @@ def write_model_card(model_summary: dict, *, report_markdown: str, improvement: 
     checkpoint = Path(model_summary["checkpoint_dir"])
     settings = model_summary.get("settings", {})
     dims = ", ".join(str(d) for d in model_summary.get("matryoshka_dims", []))
-    training = {k: model_summary.get(k) for k in ("train_pairs", "steps", "train_seconds", "pairs_per_second", "final_loss", "bf16", "device")}
-    data = {k: model_summary.get(k) for k in ("pairs_by_strategy", "pairs_by_source", "training_platforms")}
+    training = {k: model_summary.get(k) for k in ("train_pairs", "train_pairs_reason", "steps", "planned_steps", "train_seconds", "pairs_per_second", "final_loss", "bf16", "device")}
+    # offered pairs; a time budget may train fewer of them (run.train_pairs, run.train_pairs_reason)
+    data = {f"offered_{k}" if k.startswith("pairs_") else k: model_summary.get(k) for k in ("pairs_by_strategy", "pairs_by_source", "training_platforms")}
     lines = [
         "---",
         "library_name: sentence-transformers",

@@ -179,6 +179,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "peak_rss_mb": result.peak_rss_mb,
         "peak_gpu_mb": result.peak_gpu_mb,
         "settings": config.model_dump(),
+        # the pairs offered to training; with a time budget only `train_pairs` of them were trained
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
         "training_platforms": sorted({ALL_SOURCES[s].platform for s in training_pairs["source"].unique() if s in ALL_SOURCES}),
