@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline.assets.source_assets import corpus_key, pairs_key
+from thread_embed_pipeline.assets.keys import corpus_key, pairs_key
 from thread_embed_pipeline import paths
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder, model_fingerprint
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
@@ -151,7 +152,7 @@ def model_at_least_as_good_as_base_on_dev(context, trainer: TrainerResource, mod
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
 
 
-def all_checks() -> list[dg.AssetChecksDefinition]:
+def all_checks(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> list[dg.AssetChecksDefinition]:
     per_source = [check for name in SOURCES for check in (_corpus_check(name), _pairs_check(name))]
-    per_source += [check for name in HF_SOURCES for check in (_streamed_corpus_check(name), _pairs_check(name))]
+    per_source += [check for name in streamed_sources for check in (_streamed_corpus_check(name), _pairs_check(name))]
     return [*per_source, training_pairs_do_not_leak_eval_data, training_pairs_sane, model_at_least_as_good_as_base_on_dev]

@@ -1,17 +1,27 @@
-"""The one Dagster ``Definitions`` of the project: assets, checks, resources, jobs."""
+"""The one Dagster ``Definitions`` of the project: assets, checks, resources, jobs.
+
+The five streamed (Hugging Face) sources are opt-in: their chains are part of the code location
+only when ``THREAD_EMBED_STREAMED_SOURCES`` names them (``ubuntu_irc,flyte_slack`` or ``all``),
+because they need a mirror folder or the Hub that a fresh machine lacks. So the default graph --
+what *Materialize all* in the UI selects -- is exactly what the main job builds, and a newcomer's
+first click succeeds. One code location keeps ``refresh_<source>`` able to run a streamed chain
+through ``training_pairs``, ``model`` and ``eval_report`` in one run.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import dagster as dg
 
 from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.automation import build_upstream_asset, upstream_key
+from thread_embed_pipeline.assets.automation import build_upstream_asset
+from thread_embed_pipeline.assets.keys import raw_key, upstream_key
 from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
-from thread_embed_pipeline.assets.source_assets import all_source_assets, raw_key
+from thread_embed_pipeline.assets.source_assets import all_source_assets
 from thread_embed_pipeline.assets.streamed_source_assets import all_streamed_source_assets
-from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, model, training_pairs
+from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
 from thread_embed_pipeline.checks import all_checks
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
 from thread_embed_pipeline.io import ParquetIOManager
@@ -26,9 +36,27 @@ def _secret(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -> dg.Definitions:
+STREAMED_SOURCES_ENV = "THREAD_EMBED_STREAMED_SOURCES"
+
+
+def enabled_streamed_sources(value: str | None = None) -> tuple[str, ...]:
+    """The streamed sources named by ``THREAD_EMBED_STREAMED_SOURCES`` (comma-separated, or ``all``); none when unset."""
+    value = os.environ.get(STREAMED_SOURCES_ENV, "") if value is None else value
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if names == ["all"]:
+        return tuple(HF_SOURCES)
+    unknown = sorted(set(names) - set(HF_SOURCES))
+    if unknown:
+        raise ValueError(f"{STREAMED_SOURCES_ENV} names unknown streamed sources {unknown}; known: {sorted(HF_SOURCES)} (or 'all')")
+    return tuple(n for n in HF_SOURCES if n in names)
+
+
+def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, streamed_sources: Sequence[str] | None = None) -> dg.Definitions:
+    """The code location; ``streamed_sources`` (default: from ``THREAD_EMBED_STREAMED_SOURCES``) adds those opt-in chains."""
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
-    streamed_chains = dg.AssetSelection.groups(*HF_SOURCES)
+    streamed = enabled_streamed_sources() if streamed_sources is None else tuple(streamed_sources)
+    enabled_sources = [*SOURCES, *streamed]
+    streamed_chains = dg.AssetSelection.groups(*streamed)
     main_job = dg.define_asset_job(
         "thread_embed_job",
         # the mirrored sources are observed first, so a later refresh compares against this run's files
@@ -41,21 +69,21 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
     all_sources_job = dg.define_asset_job(
         "all_sources_job",
         selection=dg.AssetSelection.all(),
-        description="Every asset, the streamed sources' chains included (needs their mirror folders or Hub access).",
+        description="Every asset of this code location, the enabled streamed sources' chains included (they need their mirror folders or Hub access).",
     )
     sources_parallel_job = dg.define_asset_job(
         "sources_parallel_job",
-        selection=dg.AssetSelection.groups(*ALL_SOURCES),
+        selection=dg.AssetSelection.groups(*enabled_sources),
         executor_def=dg.multiprocess_executor,
         description=(
             "Every source's raw → corpus → pairs at once, one process per step (multiprocess executor; "
             "set execution.config.max_concurrent). For machines with more cores; the other jobs run in-process."
         ),
     )
-    upstream_assets = [build_upstream_asset(spec) for spec in ALL_SOURCES.values()]
+    upstream_assets = [build_upstream_asset(ALL_SOURCES[name]) for name in enabled_sources]
     observe_sources_job = dg.define_asset_job(
         "observe_sources_job",
-        selection=dg.AssetSelection.assets(*[upstream_key(name) for name in ALL_SOURCES]),
+        selection=dg.AssetSelection.assets(*[upstream_key(name) for name in enabled_sources]),
         description="Observe every source (hash of its files' paths, sizes and mtimes; no parsing). The automation sensor then rebuilds only what changed.",
     )
     retrain_job = dg.define_asset_job(
@@ -92,22 +120,22 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None) -
             selection=dg.AssetSelection.assets(raw_key(name)).downstream(),
             description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
         )
-        for name in ALL_SOURCES
+        for name in enabled_sources
     ]
     return dg.Definitions(
         assets=[
             *upstream_assets,
             *all_source_assets(),
-            *all_streamed_source_assets(),
+            *all_streamed_source_assets(streamed),
             eval_sets,
             dev_eval_sets,
             eval_exports,
             *[build_external_eval_asset(entry) for entry in external_eval_sets],
-            training_pairs,
+            build_training_pairs_asset(streamed),
             model,
             build_eval_report_asset(external_eval_sets),
         ],
-        asset_checks=all_checks(),
+        asset_checks=all_checks(streamed),
         resources={
             "io_manager": ParquetIOManager(),
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),

@@ -3,10 +3,12 @@
 Out-of-core assets return the ``Path`` of a Parquet file they streamed; it is moved into place, and
 a consumer that annotates its input as ``Path`` gets the stored file's path instead of a DataFrame.
 
-Files live at ``<base_dir>/<asset key path>.parquet``; every write goes to a temporary file that is
+Files live at ``<base_dir>/<storage path>.parquet``: the asset key's path, except that a source's
+stages (keys ``<source>/<stage>``) are stored stage-first, ``<base_dir>/corpus/<source>.parquet``,
+so that one stage's files sit together and the layout of earlier releases stays valid. Every write goes to a temporary file that is
 renamed into place, so a killed run leaves the previous version intact. After each write the
 DuckDB database ``<base_dir>/warehouse.duckdb`` gets a view named after the asset key
-(``raw__irc_disentangle``, ``training_pairs``...) so every stage can be queried with SQL.
+(``corpus__irc_disentangle``, ``training_pairs``...) so every stage can be queried with SQL.
 """
 
 from typing import Optional
@@ -23,6 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from thread_embed_pipeline import paths
+from thread_embed_pipeline.assets.keys import stage_first
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 
@@ -79,7 +82,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return Path(self.base_dir) if self.base_dir else paths.data_dir()
 
     def _path(self, key: dg.AssetKey, suffix: str) -> Path:
-        return self._base().joinpath(*key.path).with_suffix(suffix)
+        return self._base().joinpath(*stage_first(key.path)).with_suffix(suffix)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
@@ -88,7 +91,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, pd.DataFrame):
             path = self._path(key, ".parquet")
             atomic_write_bytes(path, lambda tmp: obj.to_parquet(tmp, index=False))
-            refresh_view(self._base(), view_name(key.path), path)
+            refresh_view(self._base(), view_name(stage_first(key.path)), path)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
         elif isinstance(obj, Path):
             # a Parquet file an asset wrote out of core: moved into place (atomically when the
@@ -102,7 +105,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             except OSError:
                 atomic_write_bytes(path, lambda tmp: shutil.copyfile(obj, tmp))
                 obj.unlink(missing_ok=True)
-            refresh_view(self._base(), view_name(key.path), path)
+            refresh_view(self._base(), view_name(stage_first(key.path)), path)
             meta = pq.ParquetFile(path).metadata
             context.add_output_metadata(
                 {"path": dg.MetadataValue.path(str(path)), "rows": meta.num_rows, "row_groups": meta.num_row_groups, "bytes": path.stat().st_size}

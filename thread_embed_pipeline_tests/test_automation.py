@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 
 from thread_embed_pipeline import versioning
-from thread_embed_pipeline.assets.automation import observe_source, upstream_key
+from thread_embed_pipeline.assets.automation import observe_source
+from thread_embed_pipeline.assets.keys import upstream_key
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
@@ -36,9 +37,9 @@ class World:
         self.cursor = None
         self.versions: dict[dg.AssetKey, int] = {}
         for key in self.graph.get_all_asset_keys():
-            if key.path[0] == "upstream":
+            if key.path[-1] == "upstream":
                 self.observe(key, "v0")
-            elif key.path[-1] not in never_materialised:
+            elif key.path[0] not in never_materialised:
                 self.materialize(key, changed=True)
         assert self.tick() == set()  # a settled graph asks for nothing
 
@@ -70,7 +71,7 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    return World(build_definitions(external_eval_sets=[]))
+    return World(build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES)))
 
 
 MERGED_BELOW = {"training_pairs", "model", "eval_report"}
@@ -80,13 +81,13 @@ EVAL_SETS = {"eval_sets", "dev_eval_sets"}
 def test_changed_irc_file_rebuilds_only_the_irc_chain_and_what_reads_it(world):
     world.observe(upstream_key("irc_disentangle"), "v1")  # a file of the mirror changed
     ticks = world.run_until_settled(unchanged=EVAL_SETS)  # the change touched no eval conversation
-    assert ticks[0] == {"raw/irc_disentangle"}
-    assert ticks[1] == {"corpus/irc_disentangle"}
+    assert ticks[0] == {"irc_disentangle/raw"}
+    assert ticks[1] == {"irc_disentangle/corpus"}
     # the eval sets read every corpus, so they are rebuilt too; their content (a data version) did not change
-    assert ticks[2] == {"text/irc_disentangle"} | EVAL_SETS
-    assert ticks[3:] == [{"pairs/irc_disentangle"}, {"training_pairs"}, {"model"}, {"eval_report"}]
+    assert ticks[2] == {"irc_disentangle/text"} | EVAL_SETS
+    assert ticks[3:] == [{"irc_disentangle/pairs"}, {"training_pairs"}, {"model"}, {"eval_report"}]
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"raw/irc_disentangle", "corpus/irc_disentangle", "text/irc_disentangle", "pairs/irc_disentangle"} | EVAL_SETS | MERGED_BELOW
+    assert rebuilt == {"irc_disentangle/raw", "irc_disentangle/corpus", "irc_disentangle/text", "irc_disentangle/pairs"} | EVAL_SETS | MERGED_BELOW
     assert "eval_exports" not in rebuilt and not any(k.endswith("slack_dev_chats") for k in rebuilt)
 
 
@@ -95,22 +96,22 @@ def test_unchanged_refresh_requests_nothing(world):
         world.observe(upstream_key(name), "v0")  # the nightly observation finds every source as it was
     assert world.tick() == set()
     # rematerialising a source with the same content (same data version) triggers nothing either
-    world.materialize(dg.AssetKey(["raw", "slack_dev_chats"]), changed=False)
+    world.materialize(dg.AssetKey(["slack_dev_chats", "raw"]), changed=False)
     assert world.tick() == set()
 
 
 def test_pair_builder_code_bump_rebuilds_every_pairs_asset_and_below(world, monkeypatch):
     monkeypatch.setitem(versioning.CODE_VERSIONS, "pairs", "99")
-    bumped = build_definitions(external_eval_sets=[])
+    bumped = build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES))
     ticks = world.run_until_settled(defs=bumped)
-    assert ticks[0] == {f"pairs/{name}" for name in ALL_SOURCES}
+    assert ticks[0] == {f"{name}/pairs" for name in ALL_SOURCES}
     assert ticks[1:] == [{"training_pairs"}, {"model"}, {"eval_report"}]
 
 
 def test_a_change_that_comes_out_the_same_stops_there(world):
     world.observe(upstream_key("discord_disco"), "v1")
-    ticks = world.run_until_settled(unchanged={"corpus/discord_disco"})  # e.g. only whitespace changed upstream
-    assert ticks == [{"raw/discord_disco"}, {"corpus/discord_disco"}]
+    ticks = world.run_until_settled(unchanged={"discord_disco/corpus"})  # e.g. only whitespace changed upstream
+    assert ticks == [{"discord_disco/raw"}, {"discord_disco/corpus"}]
 
 
 def test_observation_hashes_sizes_and_mtimes_of_the_mirror_files(tmp_path):
@@ -133,10 +134,10 @@ def test_observation_hashes_sizes_and_mtimes_of_the_mirror_files(tmp_path):
 
 
 def test_observable_sources_feed_raw_assets_and_automation_is_declared_running():
-    defs = build_definitions(external_eval_sets=[])
+    defs = build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES))
     graph = defs.resolve_asset_graph()
     for name in ALL_SOURCES:
-        assert upstream_key(name) in graph.get(dg.AssetKey(["raw", name])).parent_keys
+        assert upstream_key(name) in graph.get(dg.AssetKey([name, "raw"])).parent_keys
     (sensor,) = defs.sensors
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     schedules = {s.name: s for s in defs.schedules}
@@ -163,11 +164,11 @@ def test_assets_report_content_data_versions(tmp_path, mirror_root):
         return {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[DATA_VERSION_TAG] for e in result.get_asset_materialization_events()}
 
     first = versions()
-    assert set(first) == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"}
+    assert set(first) == {"slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs"}
     assert versions() == first  # rebuilt from the same files: same content, same versions
-    result = dg.materialize(assets, instance=instance, resources=resources, run_config={"ops": {"pairs__slack_dev_chats": {"config": {"seed": 99}}}})
+    result = dg.materialize(assets, instance=instance, resources=resources, run_config={"ops": {"slack_dev_chats__pairs": {"config": {"seed": 99}}}})
     new = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.tags[DATA_VERSION_TAG] for e in result.get_asset_materialization_events()}
-    assert new["raw/slack_dev_chats"] == first["raw/slack_dev_chats"] and new["pairs/slack_dev_chats"] != first["pairs/slack_dev_chats"]
+    assert new["slack_dev_chats/raw"] == first["slack_dev_chats/raw"] and new["slack_dev_chats/pairs"] != first["slack_dev_chats/pairs"]
 
 
 def test_dev_check_verdict_warns_only_on_a_significant_or_average_loss():
@@ -186,29 +187,28 @@ def test_dev_check_verdict_warns_only_on_a_significant_or_average_loss():
 
 def test_streamed_sources_never_materialised_hold_nothing_back():
     """The default install: the streamed sources' chains were never materialised (no mirror for them)."""
-    world = World(build_definitions(external_eval_sets=[]), never_materialised=set(HF_SOURCES))
+    world = World(build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES)), never_materialised=set(HF_SOURCES))
     world.observe(upstream_key("slack_dev_chats"), "v1")
     world.observe(upstream_key("ubuntu_irc"), "missing:hf/common-pile__ubuntu_irc")  # a first observation
     ticks = world.run_until_settled(unchanged=EVAL_SETS)
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"} | EVAL_SETS | MERGED_BELOW
+    assert rebuilt == {"slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs"} | EVAL_SETS | MERGED_BELOW
     # a code bump of the pair builder rebuilds the pairs that can be built, not the missing chains
     ticks = world.run_until_settled(defs=_with_pairs_version("98"))
-    assert ticks[0] == {f"pairs/{name}" for name in SOURCES}
+    assert ticks[0] == {f"{name}/pairs" for name in SOURCES}
 
 
 def _with_pairs_version(version: str) -> dg.Definitions:
     old = versioning.CODE_VERSIONS["pairs"]
     versioning.CODE_VERSIONS["pairs"] = version
     try:
-        return build_definitions(external_eval_sets=[])
+        return build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES))
     finally:
         versioning.CODE_VERSIONS["pairs"] = old
 
 
 def test_observe_sources_job_records_every_source(tmp_path, mirror_root):
-    from thread_embed_pipeline.definitions import defs
-
+    defs = build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES))
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("observe_sources_job")
     with pytest.MonkeyPatch.context() as patch:

@@ -15,11 +15,11 @@ def test_graph_has_one_chain_per_source_and_the_merged_assets():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     for name in SOURCES:
-        assert {f"raw/{name}", f"corpus/{name}", f"text/{name}", f"pairs/{name}"} <= keys
+        assert {f"{name}/raw", f"{name}/corpus", f"{name}/text", f"{name}/pairs"} <= keys
         # pairs are built from the privacy-safe text stage, never from the corpus (which keeps upstream names)
-        assert graph.get(dg.AssetKey(["pairs", name])).parent_keys == {dg.AssetKey(["text", name])}
+        assert graph.get(dg.AssetKey([name, "pairs"])).parent_keys == {dg.AssetKey([name, "text"])}
     assert {"training_pairs", "eval_sets", "model", "eval_report"} <= keys
-    assert dg.AssetKey(["pairs", "irc_disentangle"]) in graph.get(dg.AssetKey("training_pairs")).parent_keys
+    assert dg.AssetKey(["irc_disentangle", "pairs"]) in graph.get(dg.AssetKey("training_pairs")).parent_keys
     assert graph.get(dg.AssetKey("eval_report")).parent_keys >= {dg.AssetKey("eval_sets"), dg.AssetKey("dev_eval_sets"), dg.AssetKey("model")}
 
 

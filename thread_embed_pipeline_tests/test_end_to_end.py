@@ -16,6 +16,7 @@ from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline_tests import hf_fixtures
 from thread_embed_pipeline_tests.fake_embedding_server import FakeEmbeddingServer
 
@@ -28,7 +29,7 @@ def _run_config(tiny_model_dir) -> dict:
     return {
         "ops": {
             "training_pairs": {"config": {"budget": 96, "streamed_sources": ["ubuntu_irc", "flyte_slack"]}},
-            "raw__discord_unveiled": {"config": {"unit_fraction": 1.0}},
+            "discord_unveiled__raw": {"config": {"unit_fraction": 1.0}},
             "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": DIMS, "batch_size": 16, "max_seq_length": 32, "bf16": False}},
             "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
             "dev_eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
@@ -56,7 +57,7 @@ def _write_external_sets(folder) -> list[ExternalEvalSet]:
 def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
     """Materialise everything once; returns (instance, resources, run result, base dir, assets, defs, server)."""
     base = tmp_path_factory.mktemp("e2e")
-    defs = build_definitions(external_eval_sets=_write_external_sets(base))
+    defs = build_definitions(external_eval_sets=_write_external_sets(base), streamed_sources=tuple(HF_SOURCES))
     # the real mirror's three sources, plus small files in the streamed sources' real layouts
     mirror = base / "mirror"
     mirror.mkdir()
@@ -114,7 +115,7 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert "hybrid:fine_tuned" in card and "bm25" in card and "concurrent_thread" in card
     assert (base / "data" / "exports" / "pools" / "threadembed.jsonl").exists()
     for name in ALL_SOURCES:
-        meta = result.asset_materializations_for_node(f"corpus__{name}")[0].metadata
+        meta = result.asset_materializations_for_node(f"{name}__corpus")[0].metadata
         assert meta["read"].value == meta["kept"].value + meta["dropped_total"].value
     training = result.asset_materializations_for_node("training_pairs")[0].metadata
     assert training["streamed/ubuntu_irc"].value.endswith(" pairs") and training["streamed/flyte_slack"].value.endswith(" pairs")
@@ -142,14 +143,14 @@ def test_api_key_never_reaches_event_log_or_outputs(graph_run):
 
 def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(graph_run, tiny_model_dir):
     instance, resources, _, _, assets, _ = graph_run
-    selection = dg.AssetSelection.assets(dg.AssetKey(["raw", "slack_dev_chats"])).downstream()
+    selection = dg.AssetSelection.assets(dg.AssetKey(["slack_dev_chats", "raw"])).downstream()
     config = _run_config(tiny_model_dir)
     config["ops"]["eval_report"]["config"]["extra_models"] = []
-    config["ops"].pop("raw__discord_unveiled")  # not in the selection
+    config["ops"].pop("discord_unveiled__raw")  # not in the selection
     result = dg.materialize(assets, selection=selection, instance=instance, resources={**resources, "embedding_apis": EmbeddingApisResource()}, run_config=config)
     assert result.success
     materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialised == {
-        "raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats",
+        "slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs",
         "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "eval_report",
     }

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.assets.source_assets import corpus_key
+from thread_embed_pipeline.assets.keys import corpus_key
 from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.io import ParquetIOManager
@@ -154,7 +154,7 @@ def test_nothing_trained_on_or_published_carries_a_name_email_or_secret(privacy_
 
 def test_text_stage_counts_its_drops_and_redactions_in_the_metadata(privacy_run):
     _, result = privacy_run
-    meta = result.asset_materializations_for_node("text__irc_disentangle")[0].metadata
+    meta = result.asset_materializations_for_node("irc_disentangle__text")[0].metadata
     assert meta["read"].value == meta["kept"].value + meta["dropped_total"].value
     assert meta["dropped/bot"].value == 30  # one [bot] message per conversation
     assert meta["redacted/email"].value == 30 and meta["redacted/api_key"].value == 30

@@ -13,7 +13,7 @@ import pytest
 from thread_embed_pipeline.assets.streamed_source_assets import build_streamed_source_assets
 from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, training_pairs
 from thread_embed_pipeline.checks import all_checks
-from thread_embed_pipeline.definitions import defs
+from thread_embed_pipeline.definitions import build_definitions, defs, enabled_streamed_sources
 from thread_embed_pipeline.io import ParquetIOManager
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
@@ -23,19 +23,35 @@ from thread_embed_pipeline.sources.registry import SOURCES
 from . import hf_fixtures as F
 
 
+def test_streamed_sources_are_opt_in():
+    """The default code location is the default graph: no streamed chain, so *Materialize all* needs no Hub."""
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert not any(k.startswith(tuple(f"{n}/" for n in HF_SOURCES)) for k in keys)
+    assert not any(c.asset_key.path[0] in HF_SOURCES for checks in defs.asset_checks for c in checks.check_keys)
+    assert enabled_streamed_sources("") == () and enabled_streamed_sources("all") == tuple(HF_SOURCES)
+    assert enabled_streamed_sources(" flyte_slack , ubuntu_irc") == ("ubuntu_irc", "flyte_slack")  # registry order
+    with pytest.raises(ValueError, match="unknown streamed sources \\['nope'\\]"):
+        enabled_streamed_sources("ubuntu_irc,nope")
+    one = build_definitions(external_eval_sets=[], streamed_sources=["flyte_slack"])
+    keys = {k.to_user_string() for k in one.resolve_asset_graph().get_all_asset_keys()}
+    assert {"flyte_slack/upstream", "flyte_slack/raw", "flyte_slack/pairs"} <= keys and not any(k.startswith("ubuntu_irc/") for k in keys)
+    assert one.resolve_job_def("refresh_flyte_slack") is not None
+
+
 def test_graph_has_all_eight_chains_and_jobs():
+    defs = build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES))
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert len(ALL_SOURCES) == 8
     for name in ALL_SOURCES:
-        assert {f"raw/{name}", f"corpus/{name}", f"pairs/{name}"} <= keys
+        assert {f"{name}/raw", f"{name}/corpus", f"{name}/pairs"} <= keys
         assert defs.resolve_job_def(f"refresh_{name}") is not None
     parents = defs.resolve_asset_graph().get(dg.AssetKey("training_pairs")).parent_keys
-    assert {dg.AssetKey(["pairs", n]) for n in ALL_SOURCES} <= parents
+    assert {dg.AssetKey([n, "pairs"]) for n in ALL_SOURCES} <= parents
     main = {k.to_user_string() for k in defs.resolve_job_def("thread_embed_job").asset_layer.selected_asset_keys}
-    assert not any(k.endswith(tuple(f"/{n}" for n in HF_SOURCES)) for k in main)  # the default run needs no Hub
-    assert "model" in main and "raw/irc_disentangle" in main
+    assert not any(k.startswith(tuple(f"{n}/" for n in HF_SOURCES)) for k in main)  # the default run needs no Hub
+    assert "model" in main and "irc_disentangle/raw" in main
     everything = {k.to_user_string() for k in defs.resolve_job_def("all_sources_job").asset_layer.selected_asset_keys}
-    assert "raw/ubuntu_irc" in everything
+    assert "ubuntu_irc/raw" in everything
     parallel = defs.resolve_job_def("sources_parallel_job")
     assert parallel.executor_def.name == "multiprocess" and defs.executor is dg.in_process_executor
     # raw, corpus, pairs per source, and the file sources' text stage
@@ -47,7 +63,7 @@ def test_graph_has_all_eight_chains_and_jobs():
 
 
 def _chain_checks(name: str):
-    wanted = {dg.AssetKey(["corpus", name]), dg.AssetKey(["pairs", name])}
+    wanted = {dg.AssetKey([name, "corpus"]), dg.AssetKey([name, "pairs"])}
     return [c for c in all_checks() if any(k.asset_key in wanted for k in c.check_keys)]
 
 
@@ -71,17 +87,17 @@ def _metadata(result, key: str) -> dict:
 def test_ubuntu_irc_chain_materialises_out_of_core_with_provenance(tmp_path):
     mirror = tmp_path / "mirror"
     F.write_ubuntu_irc(mirror)
-    result = _materialize(tmp_path, mirror, "ubuntu_irc", {"ops": {"raw__ubuntu_irc": {"config": {"max_units": 5, "seed": 2}}}})
+    result = _materialize(tmp_path, mirror, "ubuntu_irc", {"ops": {"ubuntu_irc__raw": {"config": {"max_units": 5, "seed": 2}}}})
     assert result.success
-    raw_meta = _metadata(result, "raw/ubuntu_irc")
+    raw_meta = _metadata(result, "ubuntu_irc/raw")
     assert raw_meta["dataset"] == "common-pile/ubuntu_irc" and raw_meta["revision"] == HF_SOURCES["ubuntu_irc"].dataset.revision
     assert raw_meta["license"].startswith("Public Domain") and raw_meta["origin"] == "mirror"
     assert raw_meta["units_read"] == 12 and raw_meta["units_kept"] == 5  # the first batch was read whole and raw_meta["sampling/max_units"] == 5 and raw_meta["sampling/seed"] == 2
-    corpus_meta = _metadata(result, "corpus/ubuntu_irc")
+    corpus_meta = _metadata(result, "ubuntu_irc/corpus")
     assert corpus_meta["read"] == corpus_meta["kept"] + corpus_meta["dropped_total"] == raw_meta["read"]
     assert corpus_meta["dropped/system"] == 5  # one "===" line per document
     stored = tmp_path / "data" / "corpus" / "ubuntu_irc.parquet"
-    assert stored.is_file() and _metadata(result, "corpus/ubuntu_irc")["rows"] == corpus_meta["kept"]
+    assert stored.is_file() and _metadata(result, "ubuntu_irc/corpus")["rows"] == corpus_meta["kept"]
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb")) as con:
         assert con.execute('SELECT count(*) FROM "corpus__ubuntu_irc"').fetchone()[0] == corpus_meta["kept"]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -105,7 +121,7 @@ def _training_pairs_run(tmp_path, config: dict, pairs_by_source: dict[str, pd.Da
         (data / "pairs").mkdir(parents=True, exist_ok=True)
         frame.to_parquet(data / "pairs" / f"{name}.parquet")
     eval_sets.to_parquet(data / "eval_sets.parquet")
-    upstream = [dg.SourceAsset(dg.AssetKey(["pairs", n])) for n in ALL_SOURCES] + [dg.SourceAsset(dg.AssetKey("eval_sets"))]
+    upstream = [dg.SourceAsset(dg.AssetKey([n, "pairs"])) for n in ALL_SOURCES] + [dg.SourceAsset(dg.AssetKey("eval_sets"))]
     return dg.materialize(
         [training_pairs, *upstream],
         resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True)},
@@ -144,7 +160,24 @@ def test_training_pairs_takes_selected_streamed_sources_and_decontaminates_them(
     result = _training_pairs_run(tmp_path / "b", {"budget": 100, "streamed_sources": ["flyte_slack"]}, gold, eval_sets)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "pairs/flyte_slack has never been materialised" in failure.event_specific_data.error.message
+    assert "flyte_slack/pairs has never been materialised" in failure.event_specific_data.error.message
+
+    # selected but not enabled in the code location: says how to enable it
+    from thread_embed_pipeline.assets.training_assets import build_training_pairs_asset
+
+    data = tmp_path / "d" / "data"
+    eval_sets.to_parquet((data.mkdir(parents=True) or data) / "eval_sets.parquet")
+    for name, frame in gold.items():
+        (data / "pairs").mkdir(exist_ok=True)
+        frame.to_parquet(data / "pairs" / f"{name}.parquet")
+    result = dg.materialize(
+        [build_training_pairs_asset(()), *[dg.SourceAsset(dg.AssetKey([n, "pairs"])) for n in SOURCES], dg.SourceAsset(dg.AssetKey("eval_sets"))],
+        resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True)},
+        run_config={"ops": {"training_pairs": {"config": {"budget": 100, "streamed_sources": ["ubuntu_irc"]}}}},
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "THREAD_EMBED_STREAMED_SOURCES=ubuntu_irc" in failure.event_specific_data.error.message
 
     # materialised but not selected: ignored, and said so
     result = _training_pairs_run(tmp_path / "c", {"budget": 100}, {**gold, "ubuntu_irc": streamed}, eval_sets)
@@ -156,10 +189,10 @@ def test_training_pairs_takes_selected_streamed_sources_and_decontaminates_them(
 def test_every_streamed_source_materialises_from_its_real_layout(tmp_path, name):
     mirror = tmp_path / "mirror"
     F.write_all(mirror)
-    run_config = {"ops": {f"raw__{name}": {"config": {"unit_fraction": 1.0}}}} if name == "discord_unveiled" else None
+    run_config = {"ops": {f"{name}__raw": {"config": {"unit_fraction": 1.0}}}} if name == "discord_unveiled" else None
     result = _materialize(tmp_path, mirror, name, run_config)
     assert result.success
-    assert _metadata(result, f"raw/{name}")["read"] > 0
+    assert _metadata(result, f"{name}/raw")["read"] > 0
     assert all(e.passed for e in result.get_asset_check_evaluations())
     pairs = pd.read_parquet(tmp_path / "data" / "pairs" / f"{name}.parquet")
     assert set(pairs["strategy"]) <= set(HF_SOURCES[name].pair_strategies) and len(pairs) > 0

@@ -171,7 +171,7 @@ def test_materialize_one_chain_and_read_the_leaderboard(dagster_ui):
             materialised = {
                 e.dagster_event.asset_key.to_user_string() for e in instance.all_logs(run.run_id) if e.is_dagster_event and e.dagster_event.is_step_materialization
             }
-            assert materialised == {"raw/slack_dev_chats", "corpus/slack_dev_chats", "text/slack_dev_chats", "pairs/slack_dev_chats"}
+            assert materialised == {"slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs"}
 
             # eval_report: the leaderboard metadata is there and opens
             page.goto(f"{url}/assets/eval_report")

@@ -1,8 +1,8 @@
 """Rebuild only what changed: observed upstream sources, data versions, the automation condition.
 
-* ``upstream/<source>`` is an observable source asset: observing it hashes the (path, size, mtime)
+* ``<source>/upstream`` is an observable source asset: observing it hashes the (path, size, mtime)
   of the source's files in the mirror -- or, without a mirror, its pinned upstream revision -- into
-  a data version, without reading the files. Every ``raw/<source>`` depends on it.
+  a data version, without reading the files. Every ``<source>/raw`` depends on it.
 * Every materialised asset reports a data version (``versioned_output``: a hash of what it wrote)
   and a code version (``versioning.code_version``).
 * ``UPDATE_ON_CHANGE``: an asset is requested when one of its dependencies' *data version* changed
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from thread_embed_pipeline.assets.keys import upstream_key
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.hf import matching_files
 from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
@@ -46,10 +47,6 @@ UPDATE_ON_CHANGE = update_on_change()
 def versioned_output(value) -> dg.Output:
     """``dg.Output`` of ``value`` whose data version is a hash of its content."""
     return dg.Output(value, data_version=dg.DataVersion(value_fingerprint(value)))
-
-
-def upstream_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["upstream", name])
 
 
 def observe_source(spec: SourceSpec | HfSourceSpec, chat_sources: ChatSourcesResource) -> tuple[str, dict]:

@@ -8,7 +8,7 @@ import pandas as pd
 from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.metadata import png_md, table_md
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
-from thread_embed_pipeline.assets.source_assets import corpus_key
+from thread_embed_pipeline.assets.keys import corpus_key
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set

@@ -1,4 +1,4 @@
-"""raw/<source> → corpus/<source> → pairs/<source>, one chain per entry of the source registry."""
+"""<source>/raw → <source>/corpus → <source>/text → <source>/pairs, one chain per entry of the source registry."""
 
 
 import re
@@ -6,7 +6,8 @@ import re
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, upstream_key, versioned_output
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.assets.keys import corpus_key, pairs_key, raw_key, text_key, upstream_key
 from thread_embed_pipeline.assets.metadata import accounting_metadata, table_md
 from thread_embed_pipeline.versioning import code_version
 from thread_embed_pipeline.corpus import build_corpus
@@ -94,16 +95,7 @@ def _file_stem(base: str) -> str:
     return re.sub(r"(\.ascii\.txt|\.annotation\.txt|\.xml\.out|\.xml|\.annot)$", "", base)
 
 
-def raw_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", name])
 
-
-def corpus_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["corpus", name])
-
-
-def text_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["text", name])
 
 
 def text_metadata(accounting: dict) -> dict:
@@ -115,9 +107,6 @@ def text_metadata(accounting: dict) -> dict:
     meta["speakers_pseudonymised"] = int(accounting["speakers_pseudonymised"])
     return meta
 
-
-def pairs_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["pairs", name])
 
 
 def build_source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:

@@ -1,19 +1,20 @@
-"""raw/<source> → corpus/<source> → pairs/<source> for the streamed (Hugging Face) sources.
+"""<source>/raw → <source>/corpus → <source>/pairs for the streamed (Hugging Face) sources.
 
 Thin wrappers around :mod:`thread_embed_pipeline.streaming`: raw and corpus are written out of
 core (Parquet row groups) and handed to the IO manager as a ``Path``; pairs are a seeded sample
 of conversations, small enough to be a DataFrame.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, upstream_key, versioned_output
-from thread_embed_pipeline.assets.source_assets import PairsConfig, TextConfig, corpus_key, pair_builder_settings, pairs_key, pairs_metadata, raw_key, text_metadata
+from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.assets.keys import corpus_key, pairs_key, raw_key, upstream_key
+from thread_embed_pipeline.assets.source_assets import PairsConfig, TextConfig, pair_builder_settings, pairs_metadata, text_metadata
 from thread_embed_pipeline.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
@@ -172,5 +173,5 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
     return [raw, corpus, pairs]
 
 
-def all_streamed_source_assets() -> list[dg.AssetsDefinition]:
-    return [a for spec in HF_SOURCES.values() for a in build_streamed_source_assets(spec)]
+def all_streamed_source_assets(names: Sequence[str] = tuple(HF_SOURCES)) -> list[dg.AssetsDefinition]:
+    return [a for name in names for a in build_streamed_source_assets(HF_SOURCES[name])]

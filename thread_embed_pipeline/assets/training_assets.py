@@ -1,6 +1,6 @@
 """training_pairs (all sources' train pairs, decontaminated and sampled) → model (a Matryoshka checkpoint)."""
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -8,7 +8,7 @@ import pandas as pd
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, update_on_change, versioned_output
 from thread_embed_pipeline.assets.metadata import table_md
 from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
-from thread_embed_pipeline.assets.source_assets import pairs_key
+from thread_embed_pipeline.assets.keys import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
 from thread_embed_pipeline.pairs import select_training_pairs
 from thread_embed_pipeline.resources import TrainerResource
@@ -86,33 +86,53 @@ class ModelConfig(dg.Config):
 OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
 
 
-@dg.asset(
-    ins={
-        **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in SOURCES},
-        **{f"pairs_{name}": dg.AssetIn(pairs_key(name), input_manager_key=OPTIONAL_INPUT_LOADER) for name in HF_SOURCES},
-        "eval_sets": dg.AssetIn("eval_sets"),
-    },
-    group_name="training",
-    kinds={"parquet"},
-    code_version=code_version("training_pairs"),
-    automation_condition=update_on_change(optional_deps=dg.AssetSelection.assets(*[pairs_key(name) for name in HF_SOURCES])),
-    description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
-)
-def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source) -> dg.Output[pd.DataFrame]:
+def build_training_pairs_asset(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> dg.AssetsDefinition:
+    """``training_pairs`` over the mirrored sources and the streamed sources enabled in this code
+    location (``definitions.enabled_streamed_sources``); the streamed inputs are optional."""
+    streamed_sources = tuple(streamed_sources)
+
+    @dg.asset(
+        name="training_pairs",
+        ins={
+            **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in SOURCES},
+            **{f"pairs_{name}": dg.AssetIn(pairs_key(name), input_manager_key=OPTIONAL_INPUT_LOADER) for name in streamed_sources},
+            "eval_sets": dg.AssetIn("eval_sets"),
+        },
+        group_name="training",
+        kinds={"parquet"},
+        code_version=code_version("training_pairs"),
+        automation_condition=update_on_change(optional_deps=dg.AssetSelection.assets(*[pairs_key(name) for name in streamed_sources])),
+        description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
+    )
+    def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source) -> dg.Output[pd.DataFrame]:
+        return _training_pairs(context, config, eval_sets, streamed_sources, pairs_by_source)
+
+    return training_pairs
+
+
+def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFrame, enabled: tuple[str, ...], pairs_by_source: dict) -> dg.Output[pd.DataFrame]:
     unknown_streamed = set(config.streamed_sources) - set(HF_SOURCES)
     if unknown_streamed:
         raise dg.Failure(description=f"streamed_sources has unknown names {sorted(unknown_streamed)}; streamed sources: {sorted(HF_SOURCES)}")
+    not_enabled = set(config.streamed_sources) - set(enabled)
+    if not_enabled:
+        raise dg.Failure(
+            description=f"streamed_sources names {sorted(not_enabled)}, which this code location does not define: streamed sources are opt-in; "
+            f"start Dagster with THREAD_EMBED_STREAMED_SOURCES={','.join(sorted(not_enabled))} (or 'all') to add their chains (README, Streamed sources)"
+        )
     frames = []
     streamed_meta: dict = {}
     for name in ALL_SOURCES:
         frame = pairs_by_source.get(f"pairs_{name}")
         if name in HF_SOURCES:
+            if name not in enabled:
+                continue
             if name not in config.streamed_sources:
                 streamed_meta[f"streamed/{name}"] = "not selected" + (" (materialised, ignored)" if frame is not None else "")
                 continue
             if frame is None:
                 raise dg.Failure(
-                    description=f"streamed source {name!r} is selected in streamed_sources but pairs/{name} has never been materialised; "
+                    description=f"streamed source {name!r} is selected in streamed_sources but {name}/pairs has never been materialised; "
                     f"run `dagster job execute -j refresh_{name}` (or materialise its chain) first"
                 )
             frame = pd.read_parquet(frame)  # streamed pairs arrive as a path: only the selected ones are read
@@ -204,3 +224,6 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
     # the data version is the trained weights' hash, not the summary (which holds timings)
     weights = sorted(output_dir.glob("*.safetensors"))
     return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))
+
+
+training_pairs = build_training_pairs_asset()
