@@ -36,7 +36,12 @@ def leakage_findings(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> d
     }
 
 
-@dg.asset_check(asset="training_pairs", additional_ins={"eval_sets": dg.AssetIn("eval_sets")}, blocking=True)
+@dg.asset_check(
+    asset="training_pairs",
+    additional_ins={"eval_sets": dg.AssetIn("eval_sets")},
+    blocking=True,
+    description="Blocking: no training pair comes from an eval conversation or a non-train split, or has a side equal to an eval query or positive.",
+)
 def training_pairs_do_not_leak_eval_data(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> dg.AssetCheckResult:
     """No training pair comes from an eval conversation, a non-train split, or has a side equal to an eval text."""
     findings = leakage_findings(training_pairs, eval_sets)
@@ -52,7 +57,11 @@ def pair_sanity_findings(pairs: pd.DataFrame) -> dict[str, int]:
     }
 
 
-@dg.asset_check(asset="training_pairs", blocking=True)
+@dg.asset_check(
+    asset="training_pairs",
+    blocking=True,
+    description="Blocking: training pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other.",
+)
 def training_pairs_sane(training_pairs: pd.DataFrame) -> dg.AssetCheckResult:
     findings = pair_sanity_findings(training_pairs)
     return dg.AssetCheckResult(passed=not any(findings.values()) and len(training_pairs) > 0, metadata={**findings, "rows": len(training_pairs)})
@@ -71,8 +80,14 @@ def corpus_findings(corpus: pd.DataFrame) -> dict[str, int]:
     }
 
 
+CORPUS_CHECK_DESCRIPTION = (
+    "Blocking: the corpus is not empty, has every corpus column, every split is train/dev/test, "
+    "no message text is empty, and no conversation spans two splits."
+)
+
+
 def _corpus_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True)
+    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True, description=CORPUS_CHECK_DESCRIPTION)
     def check(corpus: pd.DataFrame) -> dg.AssetCheckResult:
         findings = corpus_findings(corpus)
         return dg.AssetCheckResult(passed=len(corpus) > 0 and not any(findings.values()), metadata={**findings, "rows": len(corpus)})
@@ -100,7 +115,7 @@ def corpus_file_findings(path: Path) -> tuple[dict[str, int], int]:
 
 
 def _streamed_corpus_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True)
+    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True, description=CORPUS_CHECK_DESCRIPTION)
     def check(corpus: Path) -> dg.AssetCheckResult:
         findings, rows = corpus_file_findings(corpus)
         return dg.AssetCheckResult(passed=rows > 0 and not any(findings.values()), metadata={**findings, "rows": rows})
@@ -109,7 +124,12 @@ def _streamed_corpus_check(name: str) -> dg.AssetChecksDefinition:
 
 
 def _pairs_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=pairs_key(name), name="schema_and_sanity", blocking=True)
+    @dg.asset_check(
+        asset=pairs_key(name),
+        name="schema_and_sanity",
+        blocking=True,
+        description="Blocking: the pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other.",
+    )
     def check(pairs: pd.DataFrame) -> dg.AssetCheckResult:
         findings = pair_sanity_findings(pairs)
         return dg.AssetCheckResult(passed=len(pairs) > 0 and not any(findings.values()), metadata={**findings, "rows": len(pairs)})

@@ -71,7 +71,7 @@ def refresh_view(base_dir: Path, name: str, parquet_path: Path) -> None:
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Parquet per DataFrame asset, JSON per dict asset, under ``base_dir`` (default: ``data/``)."""
+    """Parquet per DataFrame asset, JSON per dict asset, under base_dir (default: data/); per-source stages stored stage-first (data/corpus/<source>.parquet)."""
 
     base_dir: Optional[str] = None
     # for optional inputs (streamed sources' pairs): an input loads as the stored file's Path, read

@@ -12,10 +12,10 @@ from thread_embed_pipeline import paths
 class ChatSourcesResource(dg.ConfigurableResource):
     """Where raw chat files come from.
 
-    ``mirror_dir`` set: files are read from that folder, laid out like upstream (one sub-folder per
-    dataset, e.g. ``irc-disentanglement/``); nothing is fetched. ``mirror_dir`` unset: files are
-    downloaded from their upstream URLs into ``cache_dir`` (resumable, size- and sha256-checked).
-    Default: ``THREAD_EMBED_MIRROR``, else ``../shared/datasets`` beside the project.
+    mirror_dir set: files are read from that folder, laid out like upstream (one sub-folder per
+    dataset, e.g. irc-disentanglement/); nothing is fetched. mirror_dir unset: files are
+    downloaded from their upstream URLs into cache_dir (resumable, size- and sha256-checked).
+    Default: THREAD_EMBED_MIRROR, else ../shared/datasets beside the project.
     """
 
     mirror_dir: Optional[str] = None
@@ -32,7 +32,7 @@ class ChatSourcesResource(dg.ConfigurableResource):
 
 
 class TrainerResource(dg.ConfigurableResource):
-    """Where checkpoints are written and which device trains them (``None``: CUDA if present, else CPU)."""
+    """Where checkpoints are written and which device trains them (None: CUDA if present, else CPU)."""
 
     models_dir: Optional[str] = None
     device: Optional[str] = None
@@ -51,7 +51,7 @@ class TrainerResource(dg.ConfigurableResource):
 
 
 class EmbeddingApisResource(dg.ConfigurableResource):
-    """Keys and endpoints of embedding APIs. Keys come from the environment through ``dg.EnvVar``
+    """Keys and endpoints of embedding APIs. Keys come from the environment through dg.EnvVar
     (see definitions.py) and are never logged or written; an unset key skips that API's models."""
 
     openai_api_key: Optional[str] = None

@@ -63,9 +63,11 @@ def files_content_fingerprint(paths: Iterable[Path]) -> str:
 
 def files_fingerprint(root: Path, rel_paths: Iterable[str]) -> tuple[str, dict]:
     """A cheap fingerprint of a folder's files (path, size, mtime): what a refresh looks at to decide
-    whether a source changed without reading it. Returns (hash, {"files", "bytes", "missing"})."""
+    whether a source changed without reading it. Returns (hash, {"files", "bytes", "missing",
+    "newest_mtime"}), the last as seconds since the epoch (None without files)."""
     h = hashlib.sha256()
     files = total = missing = 0
+    newest: float | None = None
     for rel in sorted(rel_paths):
         path = Path(root) / rel
         try:
@@ -76,8 +78,9 @@ def files_fingerprint(root: Path, rel_paths: Iterable[str]) -> tuple[str, dict]:
             continue
         files += 1
         total += st.st_size
+        newest = st.st_mtime if newest is None else max(newest, st.st_mtime)
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest(), {"files": files, "bytes": total, "missing": missing}
+    return h.hexdigest(), {"files": files, "bytes": total, "missing": missing, "newest_mtime": newest}
 
 
 def value_fingerprint(value) -> str:

@@ -122,6 +122,15 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     kept_sources = set(pd.read_parquet(base / "data" / "training_pairs.parquet")["source"])
     assert kept_sources & {"ubuntu_irc", "flyte_slack"}  # the selected streamed sources are sampled from
     assert training["streamed/discord_dialogues"].value == "not selected (materialised, ignored)"
+    # the UI pages: the training config and a loss plot on model, the leaderboard inline on eval_report
+    model_meta = result.asset_materializations_for_node("model")[0].metadata
+    assert model_meta["learning_rate"].value == 5e-5 and model_meta["training_config"].data["max_seq_length"] == model_meta["max_seq_length"].value
+    assert model_meta["loss_curve"].value.startswith("![training loss per step](data:image/png;base64,")
+    assert isinstance(model_meta["pairs_offered_by_source"], dg.TableMetadataValue)
+    report_meta = result.asset_materializations_for_node("eval_report")[0].metadata
+    leaderboard = report_meta["leaderboard"]
+    assert isinstance(leaderboard, dg.TableMetadataValue) and {"winner", "bm25", "fine_tuned", "protocol"} <= {c.name for c in leaderboard.schema.columns}
+    assert report_meta["skipped_models"].value != report_meta["training_platforms"].value and "platforms seen" not in report_meta["skipped_models"].value
     checks = result.get_asset_check_evaluations()
     blocking = [c for c in checks if c.check_name != "at_least_as_good_as_base_on_dev"]
     assert blocking and all(c.passed for c in blocking)

@@ -9,6 +9,7 @@ import pytest
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
 from thread_embed_pipeline.evaluation.report import (
     comparison_markdown,
+    headline_frame,
     improvement_summary,
     markdown_leaderboard,
     plot_eval_set_bars,
@@ -173,3 +174,25 @@ def test_report_markdown_hybrid_weights_section():
     plain = report_markdown(make_results(), make_comparisons(), [])
     assert "Hybrid weights" not in plain and "`rrf:<model>`" in plain and "`hybrid:<model>`" in plain
     assert "Hybrid weights" not in report_markdown(make_results(), make_comparisons(), [], fusion=make_fusion().iloc[0:0])
+
+
+def test_headline_frame_marks_the_winner_at_each_models_best_dim():
+    head = headline_frame(make_results())
+    assert len(head) == 5  # 2 sources x 2 tasks + the external set
+    row = head[(head["source"] == "irc_disentangle") & (head["task"] == "thread")].iloc[0]
+    assert row["winner"] == "hybrid:fine_tuned" and row["protocol"] == "pseudonymised" and row["n"] == 30
+    assert row["hybrid:fine_tuned"].startswith("★ 0.650 [0.600, 0.700] (d=384)")
+    assert not row["fine_tuned"].startswith("★") and row["bm25"] == "0.300 [0.250, 0.350]"  # BM25 has no dim
+    ext = head[head["eval_set"] == "beir_scifact"].iloc[0]
+    assert ext["winner"] == "api" and ext["api"].endswith("(d=128)") and ext["protocol"] == "" and ext["hybrid:fine_tuned"] == ""
+
+
+def test_bar_plot_fits_the_ui_popup(tmp_path):
+    from PIL import Image
+
+    from thread_embed_pipeline.evaluation.report import MAX_PLOT_WIDTH_IN
+
+    path = plot_eval_set_bars(make_results(), tmp_path / "bars.png")
+    width, height = Image.open(path).size
+    assert width <= MAX_PLOT_WIDTH_IN * 110 + 1 and width < 1240  # the Markdown popup's width
+    assert height > 2 * 3.2 * 110 * 0.9  # one panel per eval set (two here)

@@ -68,7 +68,23 @@ def observe_source(spec: SourceSpec | HfSourceSpec, chat_sources: ChatSourcesRes
 
         rel = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
     digest, stats = files_fingerprint(root, rel)
-    return digest, {"origin": "mirror", **stats}
+    revision = spec.dataset.revision if isinstance(spec, HfSourceSpec) else spec.manifest["upstream"]["commit"]
+    return digest, {"origin": "mirror", **stats, "revision": f"{revision} (the upstream revision the mirror copies)"}
+
+
+def observation_metadata(version: str, meta: dict) -> dict:
+    """What an observation shows on the ``<source>/upstream`` page: origin, files, bytes, newest mtime, revision."""
+    out: dict = {"origin": meta.get("origin", "unknown"), "data_version": version[:16] if meta.get("origin") == "mirror" else version}
+    if meta.get("origin") != "mirror" or "files" not in meta:
+        if "note" in meta:
+            out["note"] = meta["note"]
+        if "@" in version:
+            out["revision"] = version.rpartition("@")[2]
+        return out
+    out.update({"files": int(meta["files"]), "bytes": int(meta["bytes"]), "missing_files": int(meta["missing"]), "revision": str(meta.get("revision", ""))})
+    if meta.get("newest_mtime") is not None:
+        out["newest_mtime"] = dg.MetadataValue.timestamp(float(meta["newest_mtime"]))
+    return out
 
 
 def build_upstream_asset(spec: SourceSpec | HfSourceSpec) -> dg.SourceAsset:
@@ -77,9 +93,9 @@ def build_upstream_asset(spec: SourceSpec | HfSourceSpec) -> dg.SourceAsset:
         group_name=spec.name,
         description=f"The files of {spec.name} as they are upstream / in the mirror; observing hashes their paths, sizes and mtimes.",
     )
-    def upstream(context, chat_sources: ChatSourcesResource) -> dg.DataVersion:
+    def upstream(context, chat_sources: ChatSourcesResource) -> dg.ObserveResult:
         version, meta = observe_source(spec, chat_sources)
         context.log.info(f"{spec.name}: data version {version[:16]} ({meta})")
-        return dg.DataVersion(version)
+        return dg.ObserveResult(data_version=dg.DataVersion(version), metadata=observation_metadata(version, meta))
 
     return upstream

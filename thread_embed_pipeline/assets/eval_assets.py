@@ -6,13 +6,13 @@ import dagster as dg
 import pandas as pd
 
 from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.metadata import png_md, table_md
+from thread_embed_pipeline.assets.metadata import png_md, table
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.assets.keys import corpus_key
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
-from thread_embed_pipeline.evaluation.report import improvement_summary
+from thread_embed_pipeline.evaluation.report import headline_frame, improvement_summary
 from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import WAREHOUSE_FILE, replace_tables
@@ -221,6 +221,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         )
         for note in notes:
             context.log.warning(note)
+        skipped = list(notes)
         platforms = model.get("training_platforms", [])
         notes = [f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *notes]
         outputs = run_evaluation(
@@ -247,20 +248,24 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         if tuned is not None:
             write_retriever_settings(model["checkpoint_dir"], weight=tuned["weight"], dim=tuned["dim"], chosen_on="dev split, pseudonymised protocol", scope=tuned["scope"])
         write_model_card(model, report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
+        headline = headline_frame(results)
         meta: dict = {
-            "report": dg.MetadataValue.path(str(outputs.files["report"])),
-            # the report's relative image links do not resolve in the UI; the plots follow as embedded images
-            "leaderboard": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
-            "thread_mrr10_vs_base": table_md(improvement.round(4), max_rows=100) if not improvement.empty else "no thread eval sets",
-            "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
-            "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
-            "skipped_models": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none"),
+            # inline on the asset page: the leaderboard at each model's best dim, CIs, the winner marked
+            "leaderboard": table(headline) if not headline.empty else "no results",
             "recommended_retriever": (
                 f"hybrid:{recommended['dense_model']} at {recommended['dim']} dims, weight {recommended['weight']:.2f} "
                 f"(held-out dev MRR@10 {recommended['dev_mrr10']:.3f}, scope {recommended['scope']})" if recommended else "none (no dev-tuned hybrid)"
             ),
-            "hybrid_weights_chosen_on_dev": table_md(_full_dim(outputs.fusion).round(4), max_rows=100) if not outputs.fusion.empty else "no hybrid rows",
+            "thread_mrr10_vs_base": table(improvement) if not improvement.empty else "no thread eval sets",
+            "hybrid_weights_chosen_on_dev": table(_full_dim(outputs.fusion)) if not outputs.fusion.empty else "no hybrid rows",
+            "training_platforms": ", ".join(platforms) or "unknown",
+            "skipped_models": ", ".join(skipped) if skipped else "none",
             "rows": len(results),
+            "report": dg.MetadataValue.path(str(outputs.files["report"])),
+            "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
+            "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
+            # the long report (every dim, comparisons, method) without its relative image links
+            "report_details": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
         }
         context.add_output_metadata(meta)
         return versioned_output(results)

@@ -1,12 +1,15 @@
 """training_pairs (all sources' train pairs, decontaminated and sampled) → model (a Matryoshka checkpoint)."""
 
+from dataclasses import asdict
 from typing import Optional, Sequence
 
 import dagster as dg
 import pandas as pd
 
+from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, update_on_change, versioned_output
-from thread_embed_pipeline.assets.metadata import table_md
+from thread_embed_pipeline.assets.metadata import png_md, table, table_md
+from thread_embed_pipeline.evaluation.report import plot_loss_curve
 from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
 from thread_embed_pipeline.assets.keys import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
@@ -84,6 +87,40 @@ class ModelConfig(dg.Config):
 
 
 OPTIONAL_INPUT_LOADER = "optional_parquet_loader"
+
+
+def model_metadata(summary: dict, loss_history: list[dict], settings: TrainingSettings, output_dir) -> dict:
+    """The ``model`` page: the training config, the data by source and strategy, throughput, memory,
+    the pair count the time budget chose and why, and the loss curve as a plot."""
+    offered = pd.DataFrame({"pairs_by_source": summary["pairs_by_source"]}).rename_axis("source").reset_index()
+    by_strategy = pd.DataFrame({"pairs_by_strategy": summary["pairs_by_strategy"]}).rename_axis("strategy").reset_index()
+    losses = pd.DataFrame(loss_history, columns=["step", "loss", "elapsed_s"])
+    plot = plot_loss_curve(losses, paths.data_dir() / "model" / "loss_curve.png")  # beside model.json, the asset's own
+    final_loss = summary["final_loss"]
+    return {
+        "checkpoint_dir": dg.MetadataValue.path(str(output_dir)),
+        "base_model": settings.base_model,
+        "learning_rate": settings.learning_rate,
+        "batch_size": settings.batch_size,
+        "epochs": settings.epochs,
+        "max_seq_length": settings.max_seq_length,
+        "matryoshka_dims": ", ".join(str(d) for d in settings.matryoshka_dims),
+        "time_budget_s": settings.time_budget_s if settings.time_budget_s is not None else "none",
+        "training_config": dg.MetadataValue.json({k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}),
+        "pairs_offered_by_source": table(offered),
+        "pairs_offered_by_strategy": table(by_strategy),
+        "train_pairs": summary["train_pairs"],
+        "train_pairs_reason": summary["train_pairs_reason"],
+        "steps": summary["steps"],
+        "planned_steps": summary["planned_steps"],
+        "train_seconds": round(float(summary["train_seconds"]), 1),
+        "pairs_per_second": round(float(summary["pairs_per_second"]), 2),
+        "final_loss": round(float(final_loss), 4) if final_loss is not None else float("nan"),
+        "bf16": summary["bf16"],
+        "device": summary["device"],
+        "peak_rss_mb": round(float(summary["peak_rss_mb"] or 0.0), 1),
+        "loss_curve": png_md(plot, "training loss per step"),
+    }
 
 
 def build_training_pairs_asset(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> dg.AssetsDefinition:
@@ -204,23 +241,7 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
         "training_platforms": sorted({ALL_SOURCES[s].platform for s in training_pairs["source"].unique() if s in ALL_SOURCES}),
     }
-    losses = pd.DataFrame(result.loss_history)
-    context.add_output_metadata(
-        {
-            "checkpoint_dir": dg.MetadataValue.path(str(output_dir)),
-            "train_pairs": result.train_pairs,
-            "train_pairs_reason": result.budget_reason,
-            "steps": result.steps,
-            "planned_steps": result.planned_steps,
-            "train_seconds": result.seconds,
-            "pairs_per_second": result.pairs_per_second,
-            "final_loss": result.final_loss if result.final_loss is not None else float("nan"),
-            "bf16": result.bf16,
-            "device": result.device,
-            "peak_rss_mb": float(result.peak_rss_mb or 0.0),
-            "loss_curve": table_md(losses, max_rows=50) if not losses.empty else "no loss logged",
-        }
-    )
+    context.add_output_metadata(model_metadata(summary, result.loss_history, settings, output_dir))
     # the data version is the trained weights' hash, not the summary (which holds timings)
     weights = sorted(output_dir.glob("*.safetensors"))
     return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))

@@ -27,6 +27,8 @@ __all__ = [
     "plot_eval_set_bars",
     "fusion_markdown",
     "report_markdown",
+    "headline_frame",
+    "plot_loss_curve",
 ]
 
 
@@ -201,6 +203,9 @@ def improvement_summary(
     return out[["eval_set", "source", "task", "dim", "base", "tuned", "delta", "bm25"]]
 
 
+MAX_PLOT_WIDTH_IN = 10.0  # at 110 dpi: 1,100 px, inside the Dagster UI's Markdown popup
+
+
 def _new_figure(n_panels: int, ncols: int, size: tuple[float, float]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -212,11 +217,29 @@ def _new_figure(n_panels: int, ncols: int, size: tuple[float, float]):
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     return path
+
+
+def plot_loss_curve(history: pd.DataFrame, path: str | Path) -> Path:
+    """PNG of the training loss per logged step (columns ``step``, ``loss``). Returns the path."""
+    path = Path(path)
+    fig, axes = _new_figure(1, 1, (MAX_PLOT_WIDTH_IN * 0.6, 3.2))
+    ax = axes[0][0]
+    if history.empty:
+        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
+    ax.plot(history["step"], history["loss"], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (Matryoshka MNRL)")
+    ax.set_title(f"training loss ({len(history)} logged steps)", fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
 
 
 def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@10") -> Path:
@@ -226,7 +249,7 @@ def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@
     path = Path(path)
     sel = results[results["metric"] == metric]
     panels = _group_order(sel) if not sel.empty else []
-    fig, axes = _new_figure(len(panels), 2, (5.5, 4))
+    fig, axes = _new_figure(len(panels), 2, (MAX_PLOT_WIDTH_IN / 2, 3.6))
     colors = _colors(results["model"].tolist())
     if not panels:
         axes[0][0].text(0.5, 0.5, "no results", ha="center", va="center")
@@ -267,7 +290,8 @@ def _bar_rows(results: pd.DataFrame, metric: str, dim: int | None) -> pd.DataFra
 
 
 def plot_eval_set_bars(results: pd.DataFrame, path: str | Path, dim: int | None = None, metric: str = "mrr@10") -> Path:
-    """PNG of grouped bars of ``metric`` per model for each (eval_set, source, task), with CI whiskers.
+    """PNG of grouped bars of ``metric`` per model for each (eval_set, source, task), with CI whiskers:
+    one panel per eval set (protocol), at most ``MAX_PLOT_WIDTH_IN`` wide, the legend below the bars.
 
     ``dim=None``: every model at its largest dim in that set (so a model with a smaller
     ``max_dim`` still appears, at full size); otherwise exactly ``dim``. Returns the path.
@@ -278,52 +302,76 @@ def plot_eval_set_bars(results: pd.DataFrame, path: str | Path, dim: int | None 
     groups = _group_order(rows) if not rows.empty else []
     models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
     colors = _colors(results["model"].tolist())
-    fig, axes = _new_figure(1, 1, (max(6.0, 1.2 + 0.35 * max(1, len(groups)) * max(1, len(models))), 4.5))
-    ax = axes[0][0]
+    eval_sets = list(dict.fromkeys(k[0] for k in groups))
+    fig, axes = _new_figure(max(1, len(eval_sets)), 1, (MAX_PLOT_WIDTH_IN, 3.2))
     if not groups:
-        ax.text(0.5, 0.5, "no results", ha="center", va="center")
-        ax.set_axis_off()
+        axes[0][0].text(0.5, 0.5, "no results", ha="center", va="center")
+        axes[0][0].set_axis_off()
         return _save(fig, path)
     width = 0.8 / len(models)
-    x = np.arange(len(groups))
-    for i, model in enumerate(models):
-        vals, lows, highs = [], [], []
-        for key in groups:
-            r = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1) & (rows["model"] == model)]
-            if r.empty:
-                vals.append(np.nan), lows.append(0.0), highs.append(0.0)
+    for ax, eval_set in zip(axes.flat, eval_sets):
+        panel = [k for k in groups if k[0] == eval_set]
+        x = np.arange(len(panel))
+        for i, model in enumerate(models):
+            vals, lows, highs = [], [], []
+            for key in panel:
+                r = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1) & (rows["model"] == model)]
+                if r.empty:
+                    vals.append(np.nan), lows.append(0.0), highs.append(0.0)
+                    continue
+                v = float(r["value"].iloc[0])
+                vals.append(v)
+                lows.append(max(0.0, v - float(r["ci_low"].iloc[0])))
+                highs.append(max(0.0, float(r["ci_high"].iloc[0]) - v))
+            ax.bar(x - 0.4 + width * (i + 0.5), vals, width, yerr=[lows, highs], capsize=2, label=model, color=colors[model])
+        ax.set_xticks(x)
+        ax.set_xticklabels([" / ".join(k[1:]) for k in panel], fontsize="small")
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)
+        ax.set_title(_eval_set_label(eval_set), fontsize="medium")
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(f"{metric} per eval set ({'largest dim per model' if dim is None else f'dim={dim}'}; 95% CI)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncols=min(5, len(models)), fontsize="small", frameon=False)
+    return _save(fig, path, tight=False)
+
+
+def headline_frame(results: pd.DataFrame, metric: str = "mrr@10") -> pd.DataFrame:
+    """The leaderboard at a glance: one row per (eval set, source, task) with its protocol and n, and
+    one column per model holding ``value [ci_low, ci_high]`` at that model's largest dim (``(d=…)``);
+    the best model of the row is marked ``★`` and named in ``winner``."""
+    rows = _bar_rows(results, metric, None)
+    if rows.empty:
+        return pd.DataFrame()
+    from thread_embed_pipeline.evaluation.eval_sets import protocol_of
+
+    models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
+    out = []
+    for key in _group_order(rows):
+        g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
+        winner = g["value"].astype(float).idxmax()
+        record = {"eval_set": key[0], "protocol": protocol_of(key[0]) or "", "source": key[1], "task": key[2], "n": int(g["n"].max()), "winner": winner}
+        for m in models:
+            if m not in g.index:
+                record[m] = ""
                 continue
-            v = float(r["value"].iloc[0])
-            vals.append(v)
-            lows.append(max(0.0, v - float(r["ci_low"].iloc[0])))
-            highs.append(max(0.0, float(r["ci_high"].iloc[0]) - v))
-        ax.bar(x - 0.4 + width * (i + 0.5), vals, width, yerr=[lows, highs], capsize=2, label=model, color=colors[model])
-    ax.set_xticks(x)
-    ax.set_xticklabels(["\n".join(k) for k in groups], fontsize="small")
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{metric} per eval set ({'largest dim per model' if dim is None else f'dim={dim}'}; 95% CI)")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", ncols=min(4, len(models)))
-    return _save(fig, path)
+            cell = _fmt_ci(g.at[m, "value"], g.at[m, "ci_low"], g.at[m, "ci_high"])
+            cell += f" (d={int(g.at[m, 'dim'])})" if m != BM25_MODEL_NAME else ""
+            record[m] = ("★ " if m == winner else "") + cell
+        out.append(record)
+    return pd.DataFrame(out)
 
 
 def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
-    """Per set: each model's ``metric`` at its largest dim, one column per model."""
-    rows = _bar_rows(results, metric, None)
-    if rows.empty:
+    """Per set: each model's ``metric`` at its largest dim, one column per model (``headline_frame`` as Markdown)."""
+    frame = headline_frame(results, metric)
+    if frame.empty:
         return ""
-    models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
+    models = [c for c in frame.columns if c not in ("eval_set", "protocol", "source", "task", "n", "winner")]
     lines = ["| eval set (protocol) | source | task | " + " | ".join(models) + " | n |", "|" + "---|" * 3 + "---:|" * (len(models) + 1)]
-    for key in _group_order(rows):
-        g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
-        cells = [
-            _fmt_ci(g.at[m, "value"], g.at[m, "ci_low"], g.at[m, "ci_high"]) + (f" (d={int(g.at[m, 'dim'])})" if m != BM25_MODEL_NAME else "")
-            if m in g.index
-            else ""
-            for m in models
-        ]
-        lines.append("| " + " | ".join([_eval_set_label(key[0]), *key[1:], *cells, str(int(g["n"].max()))]) + " |")
+    for r in frame.to_dict("records"):
+        lines.append("| " + " | ".join([_eval_set_label(r["eval_set"]), r["source"], r["task"], *[r[m] for m in models], str(r["n"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
