@@ -129,7 +129,7 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert isinstance(model_meta["pairs_offered_by_source"], dg.TableMetadataValue)
     report_meta = result.asset_materializations_for_node("eval_report")[0].metadata
     leaderboard = report_meta["leaderboard"]
-    assert isinstance(leaderboard, dg.TableMetadataValue) and {"winner", "bm25", "fine_tuned", "protocol"} <= {c.name for c in leaderboard.schema.columns}
+    assert isinstance(leaderboard, dg.TableMetadataValue) and {"set", "winner", "bm25", "fine_tuned"} <= {c.name for c in leaderboard.schema.columns}
     assert report_meta["skipped_models"].value != report_meta["training_platforms"].value and "platforms seen" not in report_meta["skipped_models"].value
     checks = result.get_asset_check_evaluations()
     blocking = [c for c in checks if c.check_name != "at_least_as_good_as_base_on_dev"]

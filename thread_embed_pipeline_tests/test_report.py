@@ -9,6 +9,7 @@ import pytest
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
 from thread_embed_pipeline.evaluation.report import (
     comparison_markdown,
+    compact_headline,
     headline_frame,
     improvement_summary,
     markdown_leaderboard,
@@ -185,6 +186,9 @@ def test_headline_frame_marks_the_winner_at_each_models_best_dim():
     assert not row["fine_tuned"].startswith("★") and row["bm25"] == "0.300 [0.250, 0.350]"  # BM25 has no dim
     ext = head[head["eval_set"] == "beir_scifact"].iloc[0]
     assert ext["winner"] == "api" and ext["api"].endswith("(d=128)") and ext["protocol"] == "" and ext["hybrid:fine_tuned"] == ""
+    compact = compact_headline(head)
+    assert list(compact.columns[:3]) == ["set", "n", "winner"] and compact["set"].iloc[0] == "pseudonymised · irc_disentangle · thread"
+    assert compact["hybrid:fine_tuned"].iloc[0] == "★ 0.650 [0.600, 0.700]" and compact["set"].iloc[-1] == "beir_scifact · beir · retrieval"
 
 
 def test_bar_plot_fits_the_ui_popup(tmp_path):

@@ -12,7 +12,7 @@ from thread_embed_pipeline.assets.keys import corpus_key
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
-from thread_embed_pipeline.evaluation.report import headline_frame, improvement_summary
+from thread_embed_pipeline.evaluation.report import compact_headline, headline_frame, improvement_summary
 from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.io import WAREHOUSE_FILE, replace_tables
@@ -251,7 +251,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         headline = headline_frame(results)
         meta: dict = {
             # inline on the asset page: the leaderboard at each model's best dim, CIs, the winner marked
-            "leaderboard": table(headline) if not headline.empty else "no results",
+            "leaderboard": table(compact_headline(headline)) if not headline.empty else "no results",
             "recommended_retriever": (
                 f"hybrid:{recommended['dense_model']} at {recommended['dim']} dims, weight {recommended['weight']:.2f} "
                 f"(held-out dev MRR@10 {recommended['dev_mrr10']:.3f}, scope {recommended['scope']})" if recommended else "none (no dev-tuned hybrid)"

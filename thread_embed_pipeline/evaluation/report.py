@@ -28,6 +28,7 @@ __all__ = [
     "fusion_markdown",
     "report_markdown",
     "headline_frame",
+    "compact_headline",
     "plot_loss_curve",
 ]
 
@@ -363,12 +364,29 @@ def headline_frame(results: pd.DataFrame, metric: str = "mrr@10") -> pd.DataFram
     return pd.DataFrame(out)
 
 
+def compact_headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """``headline_frame`` narrowed for a UI panel: one ``set`` column (protocol · source · task), n,
+    the winner, then one ``value [ci]`` column per model (the dims are in the full report)."""
+    if frame.empty:
+        return frame
+    models = [c for c in frame.columns if c not in HEADLINE_KEYS]
+    out = pd.DataFrame({"set": [" · ".join(x for x in (r["protocol"] or r["eval_set"], r["source"], r["task"])) for r in frame.to_dict("records")]})
+    out["n"] = frame["n"].to_numpy()
+    out["winner"] = frame["winner"].to_numpy()
+    for m in models:
+        out[m] = frame[m].str.replace(r" \(d=\d+\)$", "", regex=True).to_numpy()
+    return out
+
+
+HEADLINE_KEYS = ("eval_set", "protocol", "source", "task", "n", "winner")
+
+
 def _headline(results: pd.DataFrame, metric: str = "mrr@10") -> str:
     """Per set: each model's ``metric`` at its largest dim, one column per model (``headline_frame`` as Markdown)."""
     frame = headline_frame(results, metric)
     if frame.empty:
         return ""
-    models = [c for c in frame.columns if c not in ("eval_set", "protocol", "source", "task", "n", "winner")]
+    models = [c for c in frame.columns if c not in HEADLINE_KEYS]
     lines = ["| eval set (protocol) | source | task | " + " | ".join(models) + " | n |", "|" + "---|" * 3 + "---:|" * (len(models) + 1)]
     for r in frame.to_dict("records"):
         lines.append("| " + " | ".join([_eval_set_label(r["eval_set"]), r["source"], r["task"], *[r[m] for m in models], str(r["n"])]) + " |")
