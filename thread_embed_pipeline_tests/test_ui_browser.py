@@ -87,6 +87,7 @@ def dagster_ui(tmp_path_factory, mirror_root, tiny_model_dir):
         "THREAD_EMBED_MIRROR": str(mirror_root),
         "THREAD_EMBED_MAX_FILES_PER_FOLDER": "1",
         "THREAD_EMBED_AUTOMATION": "off",  # no sensor-launched runs behind the test's back
+        "THREAD_EMBED_STREAMED_SOURCES": "",  # the default graph, whatever the caller exported
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(ROOT),
     }
@@ -116,12 +117,21 @@ def dagster_ui(tmp_path_factory, mirror_root, tiny_model_dir):
             shutil.copy(base / "dagster_dev.log", ARTIFACTS / "dagster_dev.log")
 
 
-def _dismiss_first_visit_dialogs(page) -> None:
-    for name in ("Skip", "Dismiss", "Got it", "Close"):
-        button = page.get_by_role("button", name=name)
-        if button.count():
-            button.first.click()
-            page.wait_for_timeout(300)
+def _dismiss_first_visit_dialogs(page, settle_s: float = 8.0) -> None:
+    """Close the first-visit dialogs ("Join the Dagster community" and the like), which can open a few
+    seconds after the page; return once no overlay has been seen for ``settle_s``."""
+    quiet_since = time.time()
+    deadline = time.time() + 60
+    while time.time() < deadline and time.time() - quiet_since < settle_s:
+        clicked = False
+        for name in ("Skip", "Dismiss", "Got it", "Close"):
+            button = page.get_by_role("button", name=name, exact=True)
+            if button.count() and button.first.is_visible():
+                button.first.click()
+                clicked = True
+        if clicked or page.locator(".bp5-overlay-backdrop").count():
+            quiet_since = time.time()
+        page.wait_for_timeout(500)
 
 
 def _latest_run(home: Path):

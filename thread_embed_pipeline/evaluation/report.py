@@ -326,7 +326,7 @@ def plot_eval_set_bars(results: pd.DataFrame, path: str | Path, dim: int | None 
                 highs.append(max(0.0, float(r["ci_high"].iloc[0]) - v))
             ax.bar(x - 0.4 + width * (i + 0.5), vals, width, yerr=[lows, highs], capsize=2, label=model, color=colors[model])
         ax.set_xticks(x)
-        ax.set_xticklabels([" / ".join(k[1:]) for k in panel], fontsize="small")
+        ax.set_xticklabels(["\n".join(k[1:]) for k in panel], fontsize="small")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1)
         ax.set_title(_eval_set_label(eval_set), fontsize="medium")
