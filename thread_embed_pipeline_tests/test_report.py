@@ -188,7 +188,7 @@ def test_headline_frame_marks_the_winner_at_each_models_best_dim():
     assert ext["winner"] == "api" and ext["api"].endswith("(d=128)") and ext["protocol"] == "" and ext["hybrid:fine_tuned"] == ""
     compact = compact_headline(head)
     assert list(compact.columns[:3]) == ["set", "n", "winner"] and compact["set"].iloc[0] == "pseudonymised · irc_disentangle · thread"
-    assert compact["hybrid:fine_tuned"].iloc[0] == "★ 0.650 [0.600, 0.700]" and compact["set"].iloc[-1] == "beir_scifact · beir · retrieval"
+    assert compact["hybrid:fine_tuned"].iloc[0] == "★ 0.650 [0.600, 0.700]" and compact["winner"].iloc[0] == "hybrid:fine_tuned 0.650" and compact["set"].iloc[-1] == "beir_scifact · beir · retrieval"
 
 
 def test_bar_plot_fits_the_ui_popup(tmp_path):

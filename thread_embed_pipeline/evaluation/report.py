@@ -366,15 +366,16 @@ def headline_frame(results: pd.DataFrame, metric: str = "mrr@10") -> pd.DataFram
 
 def compact_headline(frame: pd.DataFrame) -> pd.DataFrame:
     """``headline_frame`` narrowed for a UI panel: one ``set`` column (protocol · source · task), n,
-    the winner, then one ``value [ci]`` column per model (the dims are in the full report)."""
+    the winner with its value, then one ``value [ci]`` column per model (the dims are in the full report)."""
     if frame.empty:
         return frame
     models = [c for c in frame.columns if c not in HEADLINE_KEYS]
     out = pd.DataFrame({"set": [" · ".join(x for x in (r["protocol"] or r["eval_set"], r["source"], r["task"])) for r in frame.to_dict("records")]})
     out["n"] = frame["n"].to_numpy()
-    out["winner"] = frame["winner"].to_numpy()
     for m in models:
         out[m] = frame[m].str.replace(r" \(d=\d+\)$", "", regex=True).to_numpy()
+    # the winner with its value, so the first columns alone tell the headline
+    out.insert(2, "winner", [f"{w} {out.at[i, w].removeprefix('★ ').split(' ')[0]}" for i, w in enumerate(frame["winner"])])
     return out
 
 
