@@ -48,6 +48,9 @@ def training_pairs_do_not_leak_eval_data(training_pairs: pd.DataFrame, eval_sets
     return dg.AssetCheckResult(passed=not any(findings.values()), metadata=findings)
 
 
+PAIRS_CHECK_DESCRIPTION = "Blocking: the pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other."
+
+
 def pair_sanity_findings(pairs: pd.DataFrame) -> dict[str, int]:
     return {
         "missing_columns": len(missing_columns(pairs.columns, PAIR_COLUMNS)),
@@ -60,7 +63,7 @@ def pair_sanity_findings(pairs: pd.DataFrame) -> dict[str, int]:
 @dg.asset_check(
     asset="training_pairs",
     blocking=True,
-    description="Blocking: training pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other.",
+    description=PAIRS_CHECK_DESCRIPTION,
 )
 def training_pairs_sane(training_pairs: pd.DataFrame) -> dg.AssetCheckResult:
     findings = pair_sanity_findings(training_pairs)
@@ -128,7 +131,7 @@ def _pairs_check(name: str) -> dg.AssetChecksDefinition:
         asset=pairs_key(name),
         name="schema_and_sanity",
         blocking=True,
-        description="Blocking: the pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other.",
+        description=PAIRS_CHECK_DESCRIPTION,
     )
     def check(pairs: pd.DataFrame) -> dg.AssetCheckResult:
         findings = pair_sanity_findings(pairs)

@@ -31,3 +31,8 @@ def test_observations_carry_files_bytes_mtime_and_revision():
     assert isinstance(meta["newest_mtime"], dg.TimestampMetadataValue)
     pinned = observation_metadata("owner/repo@deadbeef", {"origin": "download, pinned commit"})
     assert pinned["revision"] == "deadbeef" and "files" not in pinned
+
+
+def test_table_cells_are_one_line_but_not_markdown_escaped():
+    value = table(pd.DataFrame({"text": ["a | b\nc"]}))
+    assert value.records[0].data["text"] == "a | b ⏎ c"

@@ -27,11 +27,13 @@ def accounting_metadata(accounting: dict) -> dict:
     return meta
 
 
-def preview_text(value, limit: int = PREVIEW_CHARS):
-    """One line (newlines as ``⏎``, ``|`` escaped for Markdown tables), at most ``limit`` characters plus ``…``."""
+def preview_text(value, limit: int = PREVIEW_CHARS, markdown: bool = True):
+    """One line (newlines as ``⏎``; for Markdown tables ``|`` escaped), at most ``limit`` characters plus ``…``."""
     if not isinstance(value, str):
         return value
-    line = value.replace("\r\n", "\n").replace("\n", NEWLINE_MARK).replace("|", "\\|")
+    line = value.replace("\r\n", "\n").replace("\n", NEWLINE_MARK)
+    if markdown:
+        line = line.replace("|", "\\|")
     return line[:limit] + "…" if len(line) > limit else line
 
 
@@ -63,7 +65,7 @@ def _cell(value, kind: str, digits: int):
         return int(value)
     if kind == "float":
         return round(float(value), digits)
-    return preview_text(str(value))
+    return preview_text(str(value), markdown=False)  # a table cell, not Markdown
 
 
 def table(frame: pd.DataFrame, max_rows: int = 200, digits: int = 4) -> dg.MetadataValue:
