@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from thread_embed_pipeline import paths
+from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, read_external_eval_set
 from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         help="dev-split sets (same formats) on which the hybrid's fusion weight is chosen, e.g. data/dev_eval_sets.parquet; without one only the RRF hybrid is scored",
     )
     parser.add_argument("--out", type=Path, default=paths.data_dir() / "reports" / "cli")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH_SIZE)
     parser.add_argument("--bootstrap-resamples", type=int, default=1000)
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     args = parser.parse_args(argv)

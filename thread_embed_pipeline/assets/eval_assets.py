@@ -9,6 +9,7 @@ from thread_embed_pipeline import paths
 from thread_embed_pipeline.assets.metadata import png_md, table
 from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.assets.keys import corpus_key
+from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
@@ -60,7 +61,7 @@ class EvalReportConfig(dg.Config):
     # on dev_eval_sets (hybrid:<model>), and reciprocal-rank fusion (rrf:<model>, nothing to fit)
     hybrid: bool = True
     extra_models: list[str] = []  # checkpoint folders, Hub ids, "openai:<model>", "voyage:<model>"
-    batch_size: int = 64
+    batch_size: int = ENCODE_BATCH_SIZE
     bootstrap_resamples: int = 1000
     seed: int = 0
     use_embedding_cache: bool = True
