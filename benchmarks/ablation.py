@@ -24,8 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thread_embed_pipeline.assets.eval_assets import DevEvalSetsConfig  # noqa: E402
-from thread_embed_pipeline.assets.training_assets import DEFAULT_CPU_TIME_BUDGET_S  # noqa: E402
+from thread_embed_pipeline.orchestration.eval_assets import DevEvalSetsConfig  # noqa: E402
+from thread_embed_pipeline.training import DEFAULT_CPU_TIME_BUDGET_S  # noqa: E402
 from thread_embed_pipeline.corpus import build_corpus  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder  # noqa: E402
 from thread_embed_pipeline.evaluation.eval_sets import build_protocol_eval_sets, eval_texts  # noqa: E402

@@ -6,7 +6,7 @@ Scores the base model, the current checkpoint (models/thread-embed-minilm) and B
 data/dev_eval_sets.parquet at each length; prints the encode time per model and writes MRR@10 per set
 to benchmarks/eval_length.csv. Results: docs/ablation.md.
 """
-import time, os, sys, pandas as pd
+import time, sys, pandas as pd
 from sentence_transformers import SentenceTransformer
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder
 from thread_embed_pipeline.evaluation.runner import run_evaluation

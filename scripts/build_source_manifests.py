@@ -11,7 +11,6 @@ URLs are written.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from thread_embed_pipeline.sources.registry import MANIFEST_DIR, SOURCES  # noqa: E402
+from thread_embed_pipeline.versioning import file_fingerprint  # noqa: E402
 
 IRC = ("jkkummerfeld/irc-disentanglement", "82ed04f9627a45d0d6f2ec3c8683c88eb408a0d5")
 SLACK = (
@@ -50,14 +50,6 @@ LAYOUT: dict[str, tuple[tuple[str, str], list[tuple[str, tuple[str, str], str, s
 }
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_manifest(name: str, mirror: Path) -> dict:
     spec = SOURCES[name]
     (repo, commit), patterns = LAYOUT[name]
@@ -80,7 +72,7 @@ def build_manifest(name: str, mirror: Path) -> dict:
                     "path": rel,
                     "url": f"https://raw.githubusercontent.com/{up_repo}/{up_commit}/{upstream_path}",
                     "size": path.stat().st_size,
-                    "sha256": sha256_of(path),
+                    "sha256": file_fingerprint(path),
                 }
             )
     files.sort(key=lambda f: f["path"])

@@ -31,7 +31,6 @@ the cumulative ``split_fractions`` (train, dev, test). A conversation never span
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,7 +38,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, RAW_COLUMNS, SPLITS, missing_columns
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, RAW_COLUMNS, SPLITS, hash_splits, missing_columns
 
 DROP_REASONS: tuple[str, ...] = ("duplicate", "system", "context", "malformed", "invalid_encoding", "empty_text", "too_long")
 # a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
@@ -54,30 +53,6 @@ def file_stem(path: str) -> str:
         if stem.endswith(suffix):
             return stem[: -len(suffix)]
     return stem
-
-
-def hash_fraction(key: str) -> float:
-    """A uniform number in [0, 1) from sha256(key): stable across runs, machines and Pythons."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
-
-
-def hash_split(key: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
-    u = hash_fraction(key)
-    acc = 0.0
-    for name, frac in zip(SPLITS, split_fractions, strict=True):
-        acc += frac
-        if u < acc:
-            return name
-    return SPLITS[-1]
-
-
-def hash_splits(keys: Sequence[str], split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[str]:
-    """``hash_split`` of many keys at once (same values, without per-key call overhead)."""
-    bounds = np.cumsum(np.asarray(split_fractions, dtype=np.float64))
-    bounds[-1] = np.inf  # like hash_split: anything past the last bound falls in the last split
-    sha = hashlib.sha256
-    u = np.fromiter((int.from_bytes(sha(k.encode("utf-8")).digest()[:8], "big") for k in keys), dtype=np.float64, count=len(keys)) / 2.0**64
-    return [SPLITS[i] for i in np.searchsorted(bounds, u, side="right")]
 
 
 def _check_fractions(split_fractions: Sequence[float]) -> None:

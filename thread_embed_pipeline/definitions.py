@@ -15,17 +15,18 @@ from typing import Sequence
 
 import dagster as dg
 
-from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.automation import build_upstream_asset
-from thread_embed_pipeline.assets.keys import raw_key, upstream_key
-from thread_embed_pipeline.assets.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
-from thread_embed_pipeline.assets.source_assets import all_source_assets
-from thread_embed_pipeline.assets.streamed_source_assets import all_streamed_source_assets
-from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
-from thread_embed_pipeline.checks import all_checks
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.evaluation.runner import API_ENVIRONMENT, SECRET_FIELDS
+from thread_embed_pipeline.orchestration.automation import build_upstream_asset
+from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
+from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
+from thread_embed_pipeline.orchestration.source_assets import all_source_assets
+from thread_embed_pipeline.orchestration.streamed_source_assets import all_streamed_source_assets
+from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
+from thread_embed_pipeline.orchestration.checks import all_checks
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
-from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
+from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -112,7 +113,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         target=dg.AssetSelection.all(include_sources=True),
         # THREAD_EMBED_AUTOMATION=off declares it stopped (the browser test, or a read-only UI)
         default_status=dg.DefaultSensorStatus.STOPPED if os.environ.get("THREAD_EMBED_AUTOMATION", "").lower() == "off" else dg.DefaultSensorStatus.RUNNING,
-        description="Requests an asset when an upstream data version or its own code version changed (see assets/automation.py).",
+        description="Requests an asset when an upstream data version or its own code version changed (see orchestration/automation.py).",
     )
     source_chain_jobs = [
         dg.define_asset_job(
@@ -139,13 +140,11 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         resources={
             "io_manager": ParquetIOManager(),
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
-            "chat_sources": ChatSourcesResource(mirror_dir=paths.default_mirror_dir(), max_files_per_folder=paths.max_files_per_folder()),
+            "chat_sources": ChatSourcesResource(mirror_dir=storage.default_mirror_dir(), max_files_per_folder=storage.max_files_per_folder()),
             "trainer": TrainerResource(),
             "embedding_apis": EmbeddingApisResource(
-                openai_api_key=_secret("OPENAI_API_KEY"),
-                voyage_api_key=_secret("VOYAGE_API_KEY"),
-                openai_base_url=os.environ.get("OPENAI_BASE_URL"),
-                voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
+                # keys as dg.EnvVar (resolved at run time, masked in the UI), endpoints as plain values
+                **{name: _secret(variable) if name in SECRET_FIELDS else os.environ.get(variable) for name, variable in API_ENVIRONMENT.items()}
             ),
         },
         jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, *source_chain_jobs],

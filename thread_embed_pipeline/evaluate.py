@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from thread_embed_pipeline import paths
+from thread_embed_pipeline import storage
 from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, read_external_eval_set
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="dev-split sets (same formats) on which the hybrid's fusion weight is chosen, e.g. data/dev_eval_sets.parquet; without one only the RRF hybrid is scored",
     )
-    parser.add_argument("--out", type=Path, default=paths.data_dir() / "reports" / "cli")
+    parser.add_argument("--out", type=Path, default=storage.data_dir() / "reports" / "cli")
     parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH_SIZE)
     parser.add_argument("--bootstrap-resamples", type=int, default=1000)
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -90,13 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for value in args.model:
         name, spec = _split_named(value)
         model_specs[name or spec] = spec
-    cache = None if args.no_cache else EmbeddingCache(paths.data_dir() / "embedding_cache.duckdb")
-    api = ApiSettings(
-        openai_api_key=os.environ.get("OPENAI_API_KEY"),
-        voyage_api_key=os.environ.get("VOYAGE_API_KEY"),
-        openai_base_url=os.environ.get("OPENAI_BASE_URL"),
-        voyage_base_url=os.environ.get("VOYAGE_BASE_URL"),
-    )
+    cache = None if args.no_cache else EmbeddingCache(storage.data_dir() / "embedding_cache.duckdb")
+    api = ApiSettings.from_environment()
     embedders, skip_notes = build_embedders(model_specs, load_local=load_sentence_model, api=api, cache=cache, batch_size=args.batch_size, log=print)
     notes += skip_notes
     for note in skip_notes:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from thread_embed_pipeline import paths
+from thread_embed_pipeline import storage
 
-DEFAULT_REGISTRY = paths.PROJECT_ROOT / "configs" / "external_eval_sets.yaml"
+DEFAULT_REGISTRY = storage.PROJECT_ROOT / "configs" / "external_eval_sets.yaml"
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,5 @@ def load_external_eval_sets(path: Path | None = None) -> list[ExternalEvalSet]:
             raise ValueError(f"{path}: entry {i + 1}: name {name!r} must be unique and use letters, digits and _")
         seen.add(name)
         target = Path(entry["path"]).expanduser()
-        sets.append(ExternalEvalSet(name=name, path=target if target.is_absolute() else paths.PROJECT_ROOT / target))
+        sets.append(ExternalEvalSet(name=name, path=target if target.is_absolute() else storage.PROJECT_ROOT / target))
     return sets

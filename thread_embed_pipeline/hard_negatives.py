@@ -1,15 +1,12 @@
-"""Hard negatives for training pairs: concurrent threads of the same chat timeline, or model-mined.
+"""Hard negatives for training pairs: concurrent threads of the same chat timeline.
 
-Two independent ways to add a ``negative`` column to a pairs table (``schemas.PAIR_COLUMNS``):
-
-* :func:`add_chat_hard_negatives` -- *structural* negatives: text from the **same timeline**
-  (channel / file) at the **same time** but from a **different conversation**. That is exactly
-  the confusable case the ``concurrent_thread`` eval task tests (which of the threads live in the
-  channel right now does this message continue?), so training on it teaches the model the
-  distinction the eval measures. No model needed; deterministic; a few seconds on ~70k pairs.
-* :func:`mine_model_hard_negatives` -- *semantic* negatives: wraps
-  ``sentence_transformers.util.mine_hard_negatives`` (the nearest other positive under a given
-  model, with a margin so near-duplicates of the positive are not taken).
+:func:`add_chat_hard_negatives` adds a ``negative`` column to a pairs table (``schemas.PAIR_COLUMNS``):
+*structural* negatives, text from the **same timeline** (channel / file) at the **same time** but
+from a **different conversation**. That is exactly the confusable case the ``concurrent_thread``
+eval task tests (which of the threads live in the channel right now does this message continue?),
+so training on it teaches the model the distinction the eval measures. No model needed;
+deterministic; a few seconds on ~70k pairs. (Model-mined negatives are one call away in
+sentence-transformers: ``sentence_transformers.util.mine_hard_negatives``.)
 
 Matching pairs back to the corpus (:func:`add_chat_hard_negatives`)
 ------------------------------------------------------------------
@@ -68,16 +65,13 @@ source reshuffles nothing elsewhere.
 from __future__ import annotations
 
 import hashlib
-import random
-from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from thread_embed_pipeline.schemas import PAIR_STRATEGIES, format_message, format_window, missing_columns
+from thread_embed_pipeline.schemas import PAIR_STRATEGIES, format_message, format_window, is_missing, missing_columns, timeline_of
 
-__all__ = ["NEGATIVE_COLUMN", "add_chat_hard_negatives", "mine_model_hard_negatives"]
+__all__ = ["NEGATIVE_COLUMN", "add_chat_hard_negatives"]
 
 NEGATIVE_COLUMN = "negative"
 WITHOUT_REASONS: tuple[str, ...] = ("anchor_not_found", "no_timestamp", "no_concurrent_thread", "no_valid_window")
@@ -86,16 +80,9 @@ _CORPUS_NEED = ("conversation_id", "channel", "split", "message_idx", "timestamp
 _PAIR_NEED = ("anchor", "positive", "strategy", "conversation_id")
 
 
-def _timeline_of(conversation_id: str) -> str:
-    """The file/timeline part of a conversation id (everything before the last ``/``)."""
-    return conversation_id.rsplit("/", 1)[0]
-
-
 def _plain(value):
     """pd.NA / NaN-free value for the formatter: ``format_message`` must not see pd.NA (ambiguous truth)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value
+    return None if is_missing(value) else value
 
 
 def _channel_key(value) -> str:
@@ -138,7 +125,7 @@ class _ChatIndex:
         # timeline code per conversation: (file part of the id, channel, split)
         first = c.iloc[self.conv_start] if n_conv else c.iloc[0:0]
         keys = [
-            (_timeline_of(cid), _channel_key(ch), _channel_key(sp))
+            (timeline_of(cid), _channel_key(ch), _channel_key(sp))
             for cid, ch, sp in zip(self.conv_ids, first["channel"].tolist(), first["split"].tolist())
         ]
         tl_codes, _ = pd.factorize(pd.Series(keys, dtype=object), sort=False)
@@ -322,95 +309,3 @@ def add_chat_hard_negatives(
     for entry in counts.values():
         entry["without_by_reason"] = dict(sorted(entry["without_by_reason"].items()))
     return out, counts
-
-
-def mine_model_hard_negatives(
-    pairs: pd.DataFrame,
-    model,
-    *,
-    margin: float = 0.1,
-    sampling: Literal["random", "top"] = "random",
-    seed: int = 0,
-    margin_type: Literal["absolute", "relative"] = "absolute",
-    candidates: int = 3,
-    by_strategy: bool = True,
-    batch_size: int = 32,
-    verbose: bool = False,
-) -> pd.DataFrame:
-    """Add a model-mined ``negative`` column via ``sentence_transformers.util.mine_hard_negatives``.
-
-    For each pair the candidate negatives are the *other positives* of the table (of the same
-    strategy when ``by_strategy``, so a single-message reply gets a single-message negative and a
-    window gets a window), ranked by ``model`` similarity to the anchor. ``margin`` drops
-    candidates too close to the positive -- near-duplicates of it: with ``margin_type="absolute"``
-    a candidate needs ``sim(anchor, neg) + margin <= sim(anchor, pos)``; with ``"relative"``
-    ``sim(anchor, neg) <= sim(anchor, pos) - |sim(anchor, pos)| * margin``. ``sampling`` is
-    ``mine_hard_negatives``' ``sampling_strategy`` ("random" among those passing the margin, or
-    "top"); its Python ``random`` draws are seeded with ``seed`` (the global state is restored).
-
-    ``mine_hard_negatives`` deduplicates anchors and positives and drops rows without a negative,
-    so its output is not row-aligned: it is mined with ``num_negatives=candidates`` in triplet
-    format and mapped back by ``(anchor, positive)``. **No row is dropped**: every input row is
-    returned in order with its columns, and ``negative`` is ``None`` where nothing passed the
-    margin. Of a row's candidates (best first), the first that is not a side (anchor or positive)
-    of any pair of the row's *own conversation* is taken -- another window of the same thread is
-    a true positive, not a negative -- and that also differs from the row's anchor and positive.
-    """
-    from datasets import Dataset
-    from sentence_transformers.util import mine_hard_negatives
-
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    if margin_type not in ("absolute", "relative"):
-        raise ValueError(f"margin_type must be 'absolute' or 'relative', got {margin_type!r}")
-    if candidates < 1:
-        raise ValueError(f"candidates must be >= 1, got {candidates}")
-    missing = missing_columns(pairs.columns, ("anchor", "positive", "conversation_id") + (("strategy",) if by_strategy else ()))
-    if missing:
-        raise ValueError(f"pairs are missing columns {missing}")
-
-    out = pairs.copy()
-    frame = pairs.reset_index(drop=True)  # positional work: the caller's index may repeat
-    negatives: list[str | None] = [None] * len(frame)
-    own_sides: dict[str, set[str]] = {}
-    for cid, a, p in zip(frame["conversation_id"].astype(str), frame["anchor"], frame["positive"]):
-        sides = own_sides.setdefault(cid, set())
-        sides.add(a)
-        sides.add(p)
-
-    groups: Sequence[tuple[object, pd.DataFrame]] = list(frame.groupby("strategy", sort=True)) if by_strategy else [(None, frame)]
-    margin_kwargs = {"absolute_margin": margin} if margin_type == "absolute" else {"relative_margin": margin}
-    state = random.getstate()
-    try:
-        for _, group in groups:
-            unique_positives = group["positive"].nunique()
-            n_neg = min(candidates, max(unique_positives - 1, 0))
-            if n_neg < 1:
-                continue  # one distinct positive: nothing to mine from
-            random.seed(int(seed))
-            dataset = Dataset.from_dict({"anchor": group["anchor"].tolist(), "positive": group["positive"].tolist()})
-            mined = mine_hard_negatives(
-                dataset,
-                model,
-                anchor_column_name="anchor",
-                positive_column_name="positive",
-                num_negatives=n_neg,
-                sampling_strategy=sampling,
-                output_format="triplet",
-                batch_size=batch_size,
-                verbose=verbose,
-                **margin_kwargs,
-            )
-            found: dict[tuple[str, str], list[str]] = {}
-            for a, p, n in zip(mined["anchor"], mined["positive"], mined["negative"]):
-                found.setdefault((a, p), []).append(n)  # triplet rows come best-first per (anchor, positive)
-            for idx, cid, a, p in zip(group.index, group["conversation_id"].astype(str), group["anchor"], group["positive"]):
-                taboo = own_sides.get(cid, set())
-                for n in found.get((a, p), ()):
-                    if n not in taboo and n.strip() not in (a.strip(), p.strip()):
-                        negatives[idx] = n
-                        break
-    finally:
-        random.setstate(state)
-    out[NEGATIVE_COLUMN] = pd.Series(negatives, index=pairs.index, dtype=object)
-    return out

@@ -1,4 +1,7 @@
-"""The checkpoint's model card (README.md in the model folder, Hugging Face layout), regenerated from the eval report."""
+"""The model card (Hugging Face layout: YAML front matter, then Markdown) written from the training summary and the eval report.
+
+``eval_report`` writes it into its own folder (``data/reports/model_card.md``), never into the
+checkpoint folder, which belongs to the ``model`` asset."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from thread_embed_pipeline.storage import atomic_write_text
 
 PROTOCOLS = """\
 - **thread** (reference protocol): the middle message of a test conversation with ≥ 8 messages is the
@@ -56,8 +61,8 @@ prepares a corpus that way). The dense model alone is a plain Sentence Transform
 `SentenceTransformer("{checkpoint}", truncate_dim={dim})`."""
 
 
-def write_model_card(model_summary: dict, *, report_markdown: str, improvement: pd.DataFrame | None = None, recommended: dict | None = None) -> Path:
-    """Write ``<checkpoint_dir>/README.md`` from the training summary (model asset) and the eval report."""
+def write_model_card(model_summary: dict, path: Path, *, report_markdown: str, improvement: pd.DataFrame | None = None, recommended: dict | None = None) -> Path:
+    """Write the card to ``path`` from the training summary (model asset) and the eval report."""
     checkpoint = Path(model_summary["checkpoint_dir"])
     settings = model_summary.get("settings", {})
     dims = ", ".join(str(d) for d in model_summary.get("matryoshka_dims", []))
@@ -101,8 +106,4 @@ def write_model_card(model_summary: dict, *, report_markdown: str, improvement: 
         ]
     results = report_markdown.split("\n", 1)[-1].strip()  # without the report's own title
     lines += ["## Eval protocols", "", PROTOCOLS, "", "## Results", "", results, "", "## Limitations", "", LIMITATIONS, ""]
-    path = checkpoint / "README.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "\n".join(lines))

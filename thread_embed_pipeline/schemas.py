@@ -6,7 +6,33 @@ contract between them (and what the asset checks verify).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# The progress callback every stage takes (``context.log.info`` in an asset, ``print`` in a CLI);
+# None: silent.
+Log = Callable[[str], None] | None
+
+
+def is_missing(value) -> bool:
+    """None, pd.NA or a float NaN: a cell with no value (what a Parquet null reads back as)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def hash_fraction(key: str) -> float:
+    """A uniform number in [0, 1) from sha256(key): stable across runs, machines and Pythons (the
+    splits of conversations, the samples of streamed files and units)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def timeline_of(conversation_id: str) -> str:
+    """The timeline (channel log / file) of a conversation: everything before the last ``/`` of its id."""
+    return conversation_id.rsplit("/", 1)[0]
 
 # raw/<source>: one row per input line (IRC, .annot) or XML <message> element.
 RAW_COLUMNS: tuple[str, ...] = (
@@ -38,6 +64,41 @@ CORPUS_COLUMNS: tuple[str, ...] = (
     "split",  # "train" | "dev" | "test"
 )
 
+# The Arrow types of the raw and corpus columns: the out-of-core writers' Parquet schemas and the
+# streamed parsers' record batches (the pandas stages produce the same dtypes).
+RAW_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("split_hint", pa.string()),
+        ("channel", pa.string()),
+        ("message_id", pa.int64()),
+        ("timestamp", pa.timestamp("ns")),
+        ("author", pa.string()),
+        ("text", pa.string()),
+        ("conversation_key", pa.string()),
+        ("parent_ids", pa.list_(pa.int64())),
+        ("record_type", pa.string()),
+    ]
+)
+CORPUS_SCHEMA = pa.schema(
+    [
+        ("conversation_id", pa.string()),
+        ("source", pa.string()),
+        ("platform", pa.string()),
+        ("channel", pa.string()),
+        ("message_idx", pa.int64()),
+        ("timestamp", pa.timestamp("ns")),
+        ("author", pa.string()),
+        ("text", pa.string()),
+        ("reply_to", pa.int64()),
+        ("split", pa.string()),
+    ]
+)
+if tuple(RAW_SCHEMA.names) != RAW_COLUMNS or tuple(CORPUS_SCHEMA.names) != CORPUS_COLUMNS:  # pragma: no cover - a typo here
+    raise ImportError("schemas: RAW_SCHEMA / CORPUS_SCHEMA must list RAW_COLUMNS / CORPUS_COLUMNS in order")
+
 # pairs/<source> and training_pairs.
 PAIR_COLUMNS: tuple[str, ...] = (
     "anchor",
@@ -65,6 +126,26 @@ EVAL_SET_COLUMNS: tuple[str, ...] = (
 OWN_EVAL_SET = "threadembed"
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+def hash_split(key: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
+    u = hash_fraction(key)
+    acc = 0.0
+    for name, frac in zip(SPLITS, split_fractions, strict=True):
+        acc += frac
+        if u < acc:
+            return name
+    return SPLITS[-1]
+
+
+def hash_splits(keys: Sequence[str], split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[str]:
+    """``hash_split`` of many keys at once (same values, without per-key call overhead)."""
+    bounds = np.cumsum(np.asarray(split_fractions, dtype=np.float64))
+    bounds[-1] = np.inf  # like hash_split: anything past the last bound falls in the last split
+    sha = hashlib.sha256
+    u = np.fromiter((int.from_bytes(sha(k.encode("utf-8")).digest()[:8], "big") for k in keys), dtype=np.float64, count=len(keys)) / 2.0**64
+    return [SPLITS[i] for i in np.searchsorted(bounds, u, side="right")]
+
 PAIR_STRATEGIES: tuple[str, ...] = ("thread", "query_response", "adjacency")
 # thread / response: the reference protocol (1 positive + up to 99 random distractors);
 # concurrent_thread: candidates are the threads active in the same channel at the query's time;

@@ -5,7 +5,7 @@ question) by ``weight * z(dense) + (1 - weight) * z(bm25)``: cosine similarity o
 embeddings (truncated to ``dim``, a Matryoshka dim) and BM25 scores from ``bm25s`` with exactly the
 eval's tokenisation (``evaluation.retrieval.BM25_TOKENIZE_KWARGS``), each standardised over the
 candidates (``evaluation.fusion.convex_fuse``). The weight is the one the eval report chose on the
-dev split; ``eval_report`` stores it beside the checkpoint in ``hybrid_retriever.json``.
+dev split; ``eval_report`` stores it in ``data/reports/hybrid_retriever.json``.
 
 Texts should look like the training text: one ``speaker: text`` line per message
 (``schemas.format_window``), with speakers pseudonymised and URLs / e-mails / secrets redacted
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.storage import atomic_write_text
 from thread_embed_pipeline.evaluation.embedders import truncate_and_normalize
 from thread_embed_pipeline.evaluation.fusion import convex_fuse
 from thread_embed_pipeline.evaluation.retrieval import bm25_index, bm25_query_tokens, bm25_scores
@@ -50,15 +52,24 @@ class HybridRetriever:
         self._bm25 = None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: str | Path, *, device: str | None = None, **overrides) -> "HybridRetriever":
-        """The checkpoint with the weight and dim recorded in its ``hybrid_retriever.json``."""
+    def from_checkpoint(
+        cls, checkpoint_dir: str | Path, *, settings: str | Path | None = None, device: str | None = None, **overrides
+    ) -> "HybridRetriever":
+        """The checkpoint with the weight and dim that ``eval_report`` chose on dev.
+
+        They are read from ``settings`` when given, else from a ``hybrid_retriever.json`` beside the
+        checkpoint (a release folder carries one), else from the eval report's
+        ``<data dir>/reports/hybrid_retriever.json``.
+        """
         from thread_embed_pipeline.training import load_sentence_model
 
-        path = Path(checkpoint_dir) / SETTINGS_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run eval_report (it chooses the weight on dev) or pass weight= to HybridRetriever")
-        settings = json.loads(path.read_text(encoding="utf-8"))
-        kwargs = {"weight": settings["weight"], "dim": settings.get("dim"), **overrides}
+        candidates = [Path(settings)] if settings is not None else [Path(checkpoint_dir) / SETTINGS_FILE, storage.data_dir() / "reports" / SETTINGS_FILE]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            tried = " or ".join(str(c) for c in candidates)
+            raise FileNotFoundError(f"no {SETTINGS_FILE} at {tried}: run eval_report (it chooses the weight on dev) or pass weight= to HybridRetriever")
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        kwargs = {"weight": recorded["weight"], "dim": recorded.get("dim"), **overrides}
         return cls(load_sentence_model(str(checkpoint_dir), device=device), **kwargs)
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -89,11 +100,8 @@ class HybridRetriever:
         return [(int(i), float(fused[i])) for i in top]
 
 
-def write_retriever_settings(checkpoint_dir: str | Path, *, weight: float, dim: int, chosen_on: str, scope: str) -> Path:
-    """Record the dev-chosen fusion weight beside the checkpoint (read by :meth:`HybridRetriever.from_checkpoint`)."""
-    path = Path(checkpoint_dir) / SETTINGS_FILE
+def write_retriever_settings(folder: str | Path, *, weight: float, dim: int, chosen_on: str, scope: str) -> Path:
+    """Record the dev-chosen fusion weight as ``<folder>/hybrid_retriever.json`` (read by :meth:`HybridRetriever.from_checkpoint`)."""
+    path = Path(folder) / SETTINGS_FILE
     payload = {"weight": float(weight), "dim": int(dim), "chosen_on": chosen_on, "scope": scope, "fusion": "weight * z(dense cosine) + (1 - weight) * z(bm25)"}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

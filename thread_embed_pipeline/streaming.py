@@ -19,10 +19,8 @@ stages: ``read == kept + sum(dropped)``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,47 +33,16 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.corpus import DROP_REASONS, MAX_MESSAGE_CHARS, build_corpus, file_stem, hash_fraction, hash_splits
+from thread_embed_pipeline.storage import atomic_path
+from thread_embed_pipeline.schemas import Log
+from thread_embed_pipeline.corpus import DROP_REASONS, MAX_MESSAGE_CHARS, build_corpus, file_stem
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.text import TextSettings, prepare_text
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_STRATEGIES, RAW_COLUMNS
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, PAIR_STRATEGIES, RAW_COLUMNS, RAW_SCHEMA, hash_fraction, hash_splits
 from thread_embed_pipeline.sources.hf import Sampling
 from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
 
-Log = Callable[[str], None]
-
-RAW_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("split_hint", pa.string()),
-        ("channel", pa.string()),
-        ("message_id", pa.int64()),
-        ("timestamp", pa.timestamp("ns")),
-        ("author", pa.string()),
-        ("text", pa.string()),
-        ("conversation_key", pa.string()),
-        ("parent_ids", pa.list_(pa.int64())),
-        ("record_type", pa.string()),
-    ]
-)
-CORPUS_SCHEMA = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("source", pa.string()),
-        ("platform", pa.string()),
-        ("channel", pa.string()),
-        ("message_idx", pa.int64()),
-        ("timestamp", pa.timestamp("ns")),
-        ("author", pa.string()),
-        ("text", pa.string()),
-        ("reply_to", pa.int64()),
-        ("split", pa.string()),
-    ]
-)
-assert tuple(RAW_SCHEMA.names) == RAW_COLUMNS and tuple(CORPUS_SCHEMA.names) == CORPUS_COLUMNS
 
 ROW_GROUP_ROWS = 100_000
 
@@ -132,22 +99,17 @@ class _BackgroundParquetWriter:
 @contextmanager
 def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[_BackgroundParquetWriter]:
     """A (background) ParquetWriter on a temporary file beside ``path``, renamed onto ``path`` on success only."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    writer = _BackgroundParquetWriter(tmp, schema)
-    try:
-        yield writer
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
+    with atomic_path(path) as tmp:
+        writer = _BackgroundParquetWriter(str(tmp), schema)
         try:
+            yield writer
             writer.close()
         except BaseException:
-            pass
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            try:
+                writer.close()
+            except BaseException:
+                pass
+            raise
 
 
 def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:

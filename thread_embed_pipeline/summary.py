@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 
-from thread_embed_pipeline import paths
+from thread_embed_pipeline import storage
 
 
 def step_timings(job_name: str = "thread_embed_job") -> tuple[str, pd.DataFrame] | None:
@@ -43,7 +43,7 @@ def run_wall_seconds(instance, run_id: str) -> float:
 
 
 def main() -> int:
-    reports = paths.data_dir() / "reports"
+    reports = storage.data_dir() / "reports"
     report_md = reports / "eval_report.md"
     timings = step_timings()
     if timings is not None:
@@ -72,7 +72,7 @@ def main() -> int:
             )
     print(f"Eval report: {report_md}")
     print(f"Matryoshka plot: {reports / 'matryoshka_mrr10.png'}")
-    print(f"DuckDB tables: {paths.data_dir() / 'warehouse.duckdb'} (eval_results, eval_comparisons, eval_per_query, eval_fusion)")
+    print(f"DuckDB tables: {storage.data_dir() / 'warehouse.duckdb'} (eval_results, eval_comparisons, eval_per_query, eval_fusion)")
     return 0
 
 

@@ -3,30 +3,105 @@
 A stage's data version is a hash of its output's content, so rebuilding an asset that comes out the
 same changes nothing downstream; a stage's code version is bumped by hand whenever its logic changes
 what it writes, so every asset of that stage (and, as their outputs change, everything below) is
-rebuilt. Both are read by the automation condition in ``assets/automation.py``.
+rebuilt. Both are read by the automation condition in ``orchestration/automation.py``.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from thread_embed_pipeline.storage import atomic_write_text
+
 # Bump the version of a stage when its code changes its output (e.g. a parser fix, a new pair rule).
+# ``test_versioning`` holds each stage to it: it hashes the stage's code (STAGE_CODE, comments and
+# docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
+# after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "1",  # sources/*.py parsers, streaming.write_raw_stream
-    "corpus": "1",  # corpus.py, streaming.corpus_piece_arrow
-    "text": "1",  # text/ (pseudonyms, mentions, redaction, bot and short-conversation drops)
-    "pairs": "2",  # pairs.py, hard_negatives.py (v2: built from text/<source>)
-    "eval_sets": "2",  # (v2: protocols, dev split)  # evaluation/eval_sets.py, evaluation/external.py
-    "training_pairs": "1",  # pairs.select_training_pairs
-    "model": "2",  # training.py (v2: time budget)
-    "eval_report": "2",  # (v2: dev-tuned score fusion)  # evaluation/retrieval.py, metrics.py, statistics.py, report.py
+    "raw": "2",  # (v2: streamed sources, HF parsers)
+    "corpus": "2",  # (v2: one conversation id per thread, row accounting)
+    "text": "1",  # pseudonyms, mentions, redaction, bot and short-conversation drops
+    "pairs": "2",  # (v2: built from text/<source>)
+    "eval_sets": "2",  # (v2: protocols, dev split)
+    "training_pairs": "1",
+    "model": "2",  # (v2: time budget)
+    "eval_report": "3",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/)
 }
+
+# The modules (relative to the package) whose code decides what each stage writes.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "streaming.py", "schemas.py"),
+    "corpus": ("corpus.py", "streaming.py", "schemas.py"),
+    "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py"),
+    "pairs": ("pairs.py", "hard_negatives.py", "schemas.py"),
+    "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py"),
+    "training_pairs": ("pairs.py",),
+    "model": ("training.py", "batching.py"),
+    "eval_report": (
+        "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
+        "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "model_card.py", "search.py",
+    ),
+}
+
+RECORD_FILE = Path(__file__).with_name("code_versions.json")
+
+
+def _code_without_docs(source: str) -> str:
+    """The module's syntax tree as text, without comments and docstrings: what the code does."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def stage_code_hash(stage: str) -> str:
+    """sha256 over the code of the stage's modules (:data:`STAGE_CODE`), docs and comments left out."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for rel in sorted(STAGE_CODE[stage]):
+        h.update(rel.encode() + b"\0" + _code_without_docs((root / rel).read_text(encoding="utf-8")).encode() + b"\n")
+    return h.hexdigest()
+
+
+def recorded_code_versions(path: Path = RECORD_FILE) -> dict[str, dict[str, str]]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def stale_code_versions(recorded: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """One line per stage whose code changed while its version did not (the guard test's failures)."""
+    recorded = recorded_code_versions() if recorded is None else recorded
+    problems = []
+    for stage, version in CODE_VERSIONS.items():
+        entry, current = recorded.get(stage), stage_code_hash(stage)
+        if entry is None:
+            problems.append(f"{stage}: no recorded hash; run python -m thread_embed_pipeline.versioning --record")
+        elif entry["sha256"] != current and entry["version"] == version:
+            problems.append(f"{stage}: its code changed ({', '.join(STAGE_CODE[stage])}) but CODE_VERSIONS[{stage!r}] is still {version!r}: bump it if the output can change, then --record")
+        elif entry["version"] != version or entry["sha256"] != current:
+            problems.append(f"{stage}: version {version!r} is not recorded yet; run python -m thread_embed_pipeline.versioning --record")
+    return problems
+
+
+def record_code_versions(path: Path = RECORD_FILE) -> dict[str, dict[str, str]]:
+    """Record each stage's version and code hash; refuses a changed hash under an unchanged version."""
+    recorded = recorded_code_versions(path)
+    refused = [stage for stage, version in CODE_VERSIONS.items() if stage in recorded and recorded[stage]["version"] == version and recorded[stage]["sha256"] != stage_code_hash(stage)]
+    if refused:
+        raise SystemExit(f"code changed without a version bump: {', '.join(refused)} (bump CODE_VERSIONS first)")
+    out = {stage: {"version": version, "sha256": stage_code_hash(stage)} for stage, version in CODE_VERSIONS.items()}
+    atomic_write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return out
+
 
 CHUNK = 1 << 20
 
@@ -90,3 +165,13 @@ def value_fingerprint(value) -> str:
     if isinstance(value, Path):
         return file_fingerprint(value)
     raise TypeError(f"no fingerprint for {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--record"]:
+        problems = stale_code_versions()
+        print("\n".join(problems) or "every stage's code matches its recorded version")
+        raise SystemExit(1 if problems else 0)
+    print(json.dumps(record_code_versions(), indent=2))

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from thread_embed_pipeline.io import replace_tables
+from thread_embed_pipeline.orchestration.io import replace_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +26,9 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import dagster as dg
     import pandas as pd
-    from thread_embed_pipeline.assets.source_assets import build_source_assets
-    from thread_embed_pipeline.io import ParquetIOManager
-    from thread_embed_pipeline.resources import ChatSourcesResource
+    from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+    from thread_embed_pipeline.orchestration.io import ParquetIOManager
+    from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
     from thread_embed_pipeline.sources.registry import SOURCES
 
     data, mirror, mode = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 
 from thread_embed_pipeline import versioning
-from thread_embed_pipeline.assets.automation import observe_source
-from thread_embed_pipeline.assets.keys import upstream_key
+from thread_embed_pipeline.orchestration.automation import observe_source
+from thread_embed_pipeline.orchestration.keys import upstream_key
 from thread_embed_pipeline.definitions import build_definitions
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -151,8 +151,8 @@ def test_observable_sources_feed_raw_assets_and_automation_is_declared_running()
 
 def test_assets_report_content_data_versions(tmp_path, mirror_root):
     """A real materialisation: the same input gives the same data version, a changed one a new one."""
-    from thread_embed_pipeline.assets.source_assets import build_source_assets
-    from thread_embed_pipeline.io import ParquetIOManager
+    from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+    from thread_embed_pipeline.orchestration.io import ParquetIOManager
 
     assets = build_source_assets(SOURCES["slack_dev_chats"])
     instance = dg.DagsterInstance.ephemeral()
@@ -174,7 +174,7 @@ def test_assets_report_content_data_versions(tmp_path, mirror_root):
 def test_dev_check_verdict_warns_only_on_a_significant_or_average_loss():
     import pandas as pd
 
-    from thread_embed_pipeline.checks import dev_check_verdict
+    from thread_embed_pipeline.orchestration.checks import dev_check_verdict
 
     def frame(deltas, highs):
         return pd.DataFrame({"delta": deltas, "delta_ci_high": highs})

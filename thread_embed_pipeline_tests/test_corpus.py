@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.corpus import build_corpus, file_stem, gold_clusters, hash_fraction, hash_split
+from thread_embed_pipeline.corpus import build_corpus, file_stem, gold_clusters
+from thread_embed_pipeline.schemas import hash_fraction, hash_split
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, SPLITS
 from thread_embed_pipeline.sources import SOURCES, ensure_source_files
 from thread_embed_pipeline.sources.annot import raw_frame

@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from thread_embed_pipeline import paths
+from thread_embed_pipeline import storage
 from thread_embed_pipeline.definitions import defs
 from thread_embed_pipeline.sources.registry import SOURCES
 
@@ -50,11 +50,11 @@ def test_full_recipe_is_bge_base_at_seed_scale():
 
 def test_mirror_folder_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("THREAD_EMBED_MIRROR", str(tmp_path))
-    assert paths.default_mirror_dir() == str(tmp_path)
+    assert storage.default_mirror_dir() == str(tmp_path)
     monkeypatch.setenv("THREAD_EMBED_MIRROR", "none")
-    assert paths.default_mirror_dir() is None
+    assert storage.default_mirror_dir() is None
     monkeypatch.delenv("THREAD_EMBED_MIRROR")
-    assert paths.default_mirror_dir() == str(paths.PROJECT_ROOT.parent / "shared" / "datasets")
+    assert storage.default_mirror_dir() == str(storage.PROJECT_ROOT.parent / "shared" / "datasets")
 
 
 def test_dagster_yaml_disables_telemetry():
@@ -69,7 +69,7 @@ def test_external_eval_registry_parses_and_rejects_bad_entries(tmp_path):
     good.write_text("external_eval_sets:\n  - {name: chat_pools, path: some/pools.jsonl}\n  - {name: abs, path: /x/beir}\n")
     sets = load_external_eval_sets(good)
     assert [s.name for s in sets] == ["chat_pools", "abs"]
-    assert sets[0].path == paths.PROJECT_ROOT / "some" / "pools.jsonl" and str(sets[1].path) == "/x/beir"
+    assert sets[0].path == storage.PROJECT_ROOT / "some" / "pools.jsonl" and str(sets[1].path) == "/x/beir"
     bad = tmp_path / "bad.yaml"
     bad.write_text("external_eval_sets:\n  - {name: x}\n")
     with pytest.raises(ValueError, match="entry 1 needs"):
@@ -91,7 +91,7 @@ def test_registered_external_sets_become_assets_feeding_the_report(tmp_path):
 
 
 def test_model_config_switches_reach_the_training_settings():
-    from thread_embed_pipeline.assets.training_assets import ModelConfig
+    from thread_embed_pipeline.orchestration.training_assets import ModelConfig
 
     settings = ModelConfig(loss="cached_mnrl", batch_sampler="conversation_disjoint", matryoshka_weights=[1, 1, 1.5, 2], use_negatives=True, save_steps=20).settings()
     assert settings.loss == "cached_mnrl" and settings.batch_sampler == "conversation_disjoint"

@@ -10,11 +10,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER
+from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
-from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
+from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline_tests import hf_fixtures
@@ -111,7 +111,7 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
 
     checkpoint = base / "models" / "thread-embed-minilm"
     assert (checkpoint / "model.safetensors").exists()
-    card = (checkpoint / "README.md").read_text()
+    card = (base / "data" / "reports" / "model_card.md").read_text()  # eval_report's folder, not the checkpoint's
     assert "hybrid:fine_tuned" in card and "bm25" in card and "concurrent_thread" in card
     assert (base / "data" / "exports" / "pools" / "threadembed.jsonl").exists()
     for name in ALL_SOURCES:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives, mine_model_hard_negatives
-from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
+from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
+from thread_embed_pipeline.pairs import build_pairs
 from thread_embed_pipeline.schemas import PAIR_COLUMNS, format_message
 from thread_embed_pipeline_tests.chat_fixtures import make_corpus, numbered_conversation
 
@@ -211,36 +211,3 @@ def test_real_irc_share_and_runtime(mirror_root):
         first = row.negative.split("\n")[0]
         owners = {c for c in cids_of.get(first, set()) if _timeline(c) == _timeline(row.conversation_id)}
         assert owners - {row.conversation_id}, (row.conversation_id, first)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(tiny_model_dir), device="cpu")
-
-
-def test_mine_model_hard_negatives_keeps_rows_aligned(tiny_model):
-    corpus = make_corpus({f"c{i}": numbered_conversation(f"c{i}", 6) for i in range(6)})
-    pairs, _ = build_pairs(corpus, seed=0, settings=PairBuilderSettings(thread_pairs_per_conversation=2, adjacency_pairs_per_conversation=1))
-    pairs = pairs.head(30)
-    pairs.index = pd.Index(np.arange(len(pairs))[::-1] * 10)  # a non-default index must survive
-    out = mine_model_hard_negatives(pairs, tiny_model, margin=0.0, sampling="random", seed=0)
-    assert len(out) == len(pairs) and out.index.equals(pairs.index)
-    assert out[list(PAIR_COLUMNS)].equals(pairs)
-    got = out[out["negative"].notna()]
-    assert len(got) > 0
-    own_sides = {}
-    for cid, a, p in zip(pairs["conversation_id"], pairs["anchor"], pairs["positive"]):
-        own_sides.setdefault(cid, set()).update((a, p))
-    positives_by_strategy = pairs.groupby("strategy")["positive"].agg(set).to_dict()
-    for row in got.itertuples():
-        assert row.negative not in own_sides[row.conversation_id]  # never another side of its own thread
-        assert row.negative in positives_by_strategy[row.strategy]  # mined among same-shape positives
-        assert f"{row.conversation_id} message" not in row.negative
-    again = mine_model_hard_negatives(pairs, tiny_model, margin=0.0, sampling="random", seed=0)
-    assert again["negative"].equals(out["negative"])
-    # an impossible margin leaves every row without a negative but keeps them all
-    few = pairs.head(10)
-    none = mine_model_hard_negatives(few, tiny_model, margin=5.0, sampling="top")
-    assert len(none) == len(few) and none["negative"].isna().all()

@@ -3,8 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import observation_metadata
-from thread_embed_pipeline.assets.metadata import preview_text, table, table_md
+from thread_embed_pipeline.orchestration.automation import observation_metadata
+from thread_embed_pipeline.orchestration.metadata import preview_text, table, table_md
 
 
 def test_previews_are_one_line_per_record_and_cut_for_every_text_dtype():

@@ -9,15 +9,17 @@ import pytest
 
 from thread_embed_pipeline.evaluation.metrics import (
     METRIC_NAMES,
-    mean_metrics,
-    metrics_from_rank,
     metrics_from_relevant_ranks,
-    per_query_metrics,
-    pessimistic_rank,
     query_metrics,
-    ranks_from_score_matrix,
     relevant_ranks,
 )
+
+
+def pessimistic_rank(scores, positive_index: int = 0) -> int:
+    """The rank of one positive: every other candidate scoring >= it ranks above (relevant_ranks' ties)."""
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[positive_index] = True
+    return int(relevant_ranks(scores, mask)[0])
 
 
 def test_metric_names():
@@ -36,13 +38,10 @@ def test_metric_names():
     ],
 )
 def test_metrics_from_rank_hand_computed(rank, expected):
-    got = metrics_from_rank(rank)
+    got = metrics_from_relevant_ranks([rank], 1)
     assert got.keys() == expected.keys()
     for k, v in expected.items():
         assert got[k] == pytest.approx(v)
-    vec = per_query_metrics([rank])
-    for k, v in expected.items():
-        assert vec[k][0] == pytest.approx(v)
     # the general path with a single relevant document at that rank gives the same numbers
     scores = np.linspace(1.0, 0.0, 20)
     mask = np.zeros(20, dtype=bool)
@@ -106,22 +105,15 @@ def test_query_metrics_no_relevant_in_pool():
     assert all(m[k] == 0.0 for k in METRIC_NAMES)
 
 
-def test_ranks_from_score_matrix_matches_scalar():
-    rng = np.random.default_rng(0)
-    s = rng.integers(0, 4, size=(50, 8)).astype(float)  # many ties
-    expected = [pessimistic_rank(row) for row in s]
-    assert ranks_from_score_matrix(s).tolist() == expected
-
-
 def test_mean_metrics_hand_computed():
-    m = mean_metrics([1, 2, 20])
+    per_query = [metrics_from_relevant_ranks([rank], 1) for rank in (1, 2, 20)]
+    m = {name: float(np.mean([q[name] for q in per_query])) for name in METRIC_NAMES}
     assert m["mrr@10"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert m["recall@1"] == pytest.approx(1 / 3)
     assert m["recall@10"] == pytest.approx(2 / 3)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
-    assert all(math.isnan(v) for v in mean_metrics([]).values())
     with pytest.raises(ValueError):
-        metrics_from_rank(0)
+        metrics_from_relevant_ranks([0], 1)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.assets.keys import corpus_key
-from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER
+from thread_embed_pipeline.orchestration.keys import corpus_key
+from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
-from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
+from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS
 from thread_embed_pipeline.sources.registry import SOURCES
 
@@ -143,7 +143,7 @@ def test_nothing_trained_on_or_published_carries_a_name_email_or_secret(privacy_
         *sorted(p for p in (data / "reports").rglob("*") if p.is_file()),
         *sorted(p for p in models.rglob("*") if p.is_file()),
     ]
-    assert any(p.name == "README.md" for p in published)  # the model card is among them
+    assert any(p.name == "model_card.md" for p in published)  # the model card is among them
     assert any("exports" in p.parts for p in published)
     leaks = {str(p.relative_to(base)): found for p in published if (found := _scan(p))}
     assert not leaks, leaks

@@ -32,9 +32,10 @@ def test_scores_are_the_eval_fusion_of_the_eval_bm25_and_cosine(tiny_model_dir):
     assert lexical_only.search(query, k=1)[0][0] == 0  # weight 0 is BM25, which finds the grub thread
 
 
-def test_from_checkpoint_reads_the_dev_chosen_weight(tiny_model_dir, tmp_path):
+def test_from_checkpoint_reads_the_dev_chosen_weight(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(tiny_model_dir, checkpoint)
     with pytest.raises(FileNotFoundError, match=SETTINGS_FILE):
@@ -47,3 +48,15 @@ def test_from_checkpoint_reads_the_dev_chosen_weight(tiny_model_dir, tmp_path):
         retriever.search("anything")
     with pytest.raises(ValueError, match="weight"):
         HybridRetriever(retriever.model, weight=1.5)
+
+
+def test_from_checkpoint_finds_the_eval_reports_settings_or_an_explicit_file(tiny_model_dir, tmp_path, monkeypatch):
+    # eval_report writes into its own folder, not into the checkpoint (which belongs to the model asset)
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    write_retriever_settings(tmp_path / "data" / "reports", weight=0.6, dim=8, chosen_on="dev", scope="global")
+    assert not (tiny_model_dir / SETTINGS_FILE).exists()
+    from_report = HybridRetriever.from_checkpoint(tiny_model_dir, device="cpu")
+    assert (from_report.weight, from_report.dim) == (0.6, 8)
+    other = write_retriever_settings(tmp_path / "elsewhere", weight=0.2, dim=16, chosen_on="dev", scope="per_set")
+    retriever = HybridRetriever.from_checkpoint(tiny_model_dir, settings=other, device="cpu")
+    assert (retriever.weight, retriever.dim) == (0.2, 16)

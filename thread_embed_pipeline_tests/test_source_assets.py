@@ -5,9 +5,10 @@ import shutil
 import dagster as dg
 import pytest
 
-from thread_embed_pipeline.assets.source_assets import build_source_assets, slice_files
-from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+from thread_embed_pipeline.sources.registry import slice_files
+from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.registry import get_source
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.paths import PROJECT_ROOT
+from thread_embed_pipeline.storage import PROJECT_ROOT
 from thread_embed_pipeline.schemas import RAW_COLUMNS
 from thread_embed_pipeline.sources import (
     SOURCES,

@@ -10,12 +10,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.assets.streamed_source_assets import build_streamed_source_assets
-from thread_embed_pipeline.assets.training_assets import OPTIONAL_INPUT_LOADER, training_pairs
-from thread_embed_pipeline.checks import all_checks
+from thread_embed_pipeline.orchestration.streamed_source_assets import build_streamed_source_assets
+from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, training_pairs
+from thread_embed_pipeline.orchestration.checks import all_checks
 from thread_embed_pipeline.definitions import build_definitions, defs, enabled_streamed_sources
-from thread_embed_pipeline.io import ParquetIOManager
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -163,7 +163,7 @@ def test_training_pairs_takes_selected_streamed_sources_and_decontaminates_them(
     assert "flyte_slack/pairs has never been materialised" in failure.event_specific_data.error.message
 
     # selected but not enabled in the code location: says how to enable it
-    from thread_embed_pipeline.assets.training_assets import build_training_pairs_asset
+    from thread_embed_pipeline.orchestration.training_assets import build_training_pairs_asset
 
     data = tmp_path / "d" / "data"
     eval_sets.to_parquet((data.mkdir(parents=True) or data) / "eval_sets.parquet")

@@ -217,7 +217,8 @@ def test_streamed_corpus_equals_in_memory_corpus_whatever_the_batch_size(tmp_pat
 def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
     import pyarrow as pa
 
-    from thread_embed_pipeline.streaming import RAW_SCHEMA, corpus_piece_arrow
+    from thread_embed_pipeline.schemas import RAW_SCHEMA
+    from thread_embed_pipeline.streaming import corpus_piece_arrow
 
     rows = [
         # file, message_id, record_type, text, key, parents

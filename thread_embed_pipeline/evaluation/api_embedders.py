@@ -538,6 +538,8 @@ def build_embedder(
     cache: EmbeddingCache | None = None,
     load_local: Callable[[str], Any] | None = None,
     log: Log = None,
+    name: str | None = None,
+    local_batch_size: int | None = None,
     **api_kwargs: Any,
 ) -> Embedder | None:
     """An :class:`Embedder` for ``spec``, or None for an API model whose key is missing.
@@ -545,23 +547,19 @@ def build_embedder(
     A skipped model is announced through ``log`` (else the module logger, at WARNING) as
     ``"skipping openai:text-embedding-3-small: OPENAI_API_KEY is not set"``, for the caller
     to put in its report. Keys are taken only from the arguments (read the environment in the
-    caller). ``load_local(spec)`` may return an Embedder or a sentence-transformers model
-    (wrapped, without a persistent cache); by default :func:`load_local_embedder` loads it,
-    fingerprints its files and uses ``cache``. ``api_kwargs`` (batch_size, max_retries,
-    backoff_s, sleep, ...) go to the API embedder.
+    caller). A local spec goes to :func:`~.embedders.load_local_embedder` (the one local builder),
+    with the model ``load_local(spec)`` returns (or an Embedder from it, used as is), ``name`` (its
+    report name) and ``local_batch_size``; it fingerprints the files and uses ``cache``.
+    ``api_kwargs`` (batch_size, max_retries, backoff_s, sleep, ...) go to the API embedder.
     """
     provider, model = parse_model_spec(spec)
     if provider == "local":
-        if load_local is None:
-            from thread_embed_pipeline.evaluation.embedders import load_local_embedder
-
-            return load_local_embedder(model, cache=cache, log=log)
-        loaded = load_local(model)
+        loaded = load_local(model) if load_local is not None else None
         if isinstance(loaded, Embedder):
             return loaded
-        from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder
+        from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE, load_local_embedder
 
-        return SentenceTransformerEmbedder(loaded, name=model, log=log)
+        return load_local_embedder(model, name=name, model=loaded, cache=cache, log=log, batch_size=local_batch_size or ENCODE_BATCH_SIZE)
     key = openai_api_key if provider == "openai" else voyage_api_key
     name = f"{provider}:{model}"
     if not key:

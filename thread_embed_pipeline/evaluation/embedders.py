@@ -10,16 +10,19 @@ may request the dim from the service (``dimensions`` / ``output_dimension``; see
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from thread_embed_pipeline.versioning import file_fingerprint
+
+from thread_embed_pipeline.schemas import Log
+
 if TYPE_CHECKING:  # pragma: no cover
     from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 
-Log = Callable[[str], None] | None
 
 
 @runtime_checkable
@@ -45,8 +48,9 @@ def truncate_and_normalize(emb: np.ndarray, dim: int) -> np.ndarray:
     return l2_normalize(emb[..., :dim])
 
 
-# Files that do not change what a model computes (docs, library-version stamps, the hybrid weight eval_report stores).
-_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json", "hybrid_retriever.json"}
+# Files sentence-transformers writes on save that do not change what a model computes: its model card
+# and its library-version stamps.
+_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json"}
 
 
 def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = None) -> str:
@@ -70,11 +74,7 @@ def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = Non
     if not any(p.suffix in {".safetensors", ".bin", ".pt", ".onnx"} for p in files):
         raise FileNotFoundError(f"no model weights (model.safetensors, ...) under {root}")
     for path in files:
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + file_fingerprint(path).encode() + b"\0")
     h.update(f"max_seq_length={max_seq_length}".encode())
     return h.hexdigest()
 
@@ -142,8 +142,6 @@ class SentenceTransformerEmbedder:
             missing = [t for t in missing if t not in hits]
             if not missing:
                 return
-        from thread_embed_pipeline.evaluation.retrieval import encode_texts
-
         if self.log:
             self.log(f"[{self.name}] encoding {len(missing)} unique texts")
         vectors = np.asarray(encode_texts(self.model, missing, batch_size=self.batch_size, log=self.log), dtype=np.float32)
@@ -163,25 +161,29 @@ class SentenceTransformerEmbedder:
 def load_local_embedder(
     spec: str,
     *,
+    name: str | None = None,
+    model=None,
     cache: EmbeddingCache | None = None,
     log: Log = None,
     batch_size: int = ENCODE_BATCH_SIZE,
     device: str | None = None,
 ) -> SentenceTransformerEmbedder:
-    """Load a sentence-transformers model (a directory or a Hub id) as an embedder.
+    """The one way a local model becomes an embedder: a checkpoint folder, a bundled model or a Hub id.
 
-    With ``cache``, the model's files are fingerprinted (:func:`model_fingerprint`, with the
-    loaded ``max_seq_length``) -- a directory directly, a Hub id through its local snapshot --
-    and the fingerprint keys the cache. If the files cannot be found the model runs uncached
-    (and says so through ``log``).
+    ``model`` is the loaded SentenceTransformer when the caller has one (else it is loaded with
+    ``training.load_sentence_model`` on ``device``); ``name`` is its name in the report (default:
+    ``spec``). With ``cache``, the model's files are fingerprinted (:func:`model_fingerprint`, with
+    the loaded ``max_seq_length``) -- a folder or bundled model directly, a Hub id through its local
+    snapshot -- and the fingerprint keys the cache. If the files cannot be found the model runs
+    uncached (and says so through ``log``).
     """
-    from sentence_transformers import SentenceTransformer
+    from thread_embed_pipeline.training import load_sentence_model, resolve_model_path
 
-    model = SentenceTransformer(spec, device=device)
+    model = model if model is not None else load_sentence_model(spec, device=device)
     cache_key = None
     if cache is not None:
         try:
-            model_dir = Path(spec)
+            model_dir = Path(resolve_model_path(spec))
             if not model_dir.is_dir():
                 from huggingface_hub import snapshot_download
 
@@ -191,4 +193,43 @@ def load_local_embedder(
             cache = None
             if log:
                 log(f"[{spec}] not caching embeddings: cannot fingerprint the model files ({type(exc).__name__}: {exc})")
-    return SentenceTransformerEmbedder(model, name=spec, batch_size=batch_size, log=log, cache=cache, cache_key=cache_key)
+    return SentenceTransformerEmbedder(model, name=name or spec, batch_size=batch_size, log=log, cache=cache, cache_key=cache_key)
+
+
+def encode_texts(
+    model,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    log: Log = None,
+    log_every: int = 20,
+) -> np.ndarray:
+    """Full-dimension, L2-normalised float32 embeddings of a SentenceTransformer, one row per input text.
+
+    Each unique text is encoded once (longest first, for efficient padding) and mapped
+    back. ``log(msg)`` is called every ``log_every`` batches and at the end. (The helper
+    behind :class:`~.embedders.SentenceTransformerEmbedder`.)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = list(texts)
+    unique: list[str] = list(dict.fromkeys(texts))
+    if not unique:
+        dim = model.get_embedding_dimension() or 0
+        return np.zeros((0, dim), dtype=np.float32)
+    order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
+    n_batches = -(-len(unique) // batch_size)
+    chunk = batch_size * max(1, log_every)
+    parts: list[np.ndarray] = []
+    for start in range(0, len(order), chunk):
+        batch_texts = [unique[i] for i in order[start : start + chunk]]
+        emb = model.encode(batch_texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+        parts.append(np.asarray(emb, dtype=np.float32))
+        if log is not None:
+            done = min(start + chunk, len(order))
+            log(f"encoded {done}/{len(unique)} unique texts ({-(-done // batch_size)}/{n_batches} batches)")
+    sorted_emb = np.concatenate(parts, axis=0)
+    unique_emb = np.empty_like(sorted_emb)
+    unique_emb[np.asarray(order)] = sorted_emb
+    row_of = {t: i for i, t in enumerate(unique)}
+    return l2_normalize(unique_emb[[row_of[t] for t in texts]])

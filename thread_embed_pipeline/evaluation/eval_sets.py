@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.schemas import (
+    is_missing,
+    timeline_of,
     CORPUS_COLUMNS,
     DEFAULT_EVAL_TASKS,
     EVAL_SET_COLUMNS,
@@ -45,7 +47,6 @@ from thread_embed_pipeline.schemas import (
     missing_columns,
 )
 from thread_embed_pipeline.text import TextSettings, prepare_text
-from thread_embed_pipeline.text.speakers import timeline_of
 
 __all__ = [
     "DEFAULT_EVAL_PROTOCOLS",
@@ -117,16 +118,11 @@ def _document_row(*, source, task, record_id, conversation_id, text) -> dict:
 
 
 def _clean_author(author) -> str | None:
-    if author is None or (isinstance(author, float) and np.isnan(author)) or author is pd.NA:
-        return None
-    author = str(author)
-    return author or None
+    return None if is_missing(author) else (str(author) or None)
 
 
 def _clean_text(text) -> str:
-    if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
-        return ""
-    return str(text)
+    return "" if is_missing(text) else str(text)
 
 
 def _source_split(corpus: pd.DataFrame, *, source: str, split: str, extra: Sequence[str] = ()) -> pd.DataFrame:

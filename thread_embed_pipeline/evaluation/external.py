@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+from thread_embed_pipeline.storage import atomic_write_text
 from thread_embed_pipeline.evaluation.eval_sets import eval_frame
 from thread_embed_pipeline.schemas import EVAL_SET_COLUMNS, missing_columns
 
@@ -104,18 +104,6 @@ def _require(path: Path, lineno: int, obj: dict, key: str, kind: str):
         expected = {"str": "a string", "int": "an integer", "id": "a string or integer id", "str_list": "a list of strings"}[kind]
         raise EvalSetFormatError(path, lineno, f'expected "{key}" to be {expected}, got {_type_name(value)}')
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _row(*, eval_set, source, task, record_type, record_id, conversation_id, text, positive_id=None, candidate_ids=(), relevant_ids=()) -> dict:
@@ -412,7 +400,7 @@ def export_pool_jsonl(eval_sets: pd.DataFrame, path: str | os.PathLike, *, notes
                     ensure_ascii=False,
                 )
             )
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
     return path
 
 
@@ -467,8 +455,8 @@ def export_beir(eval_sets: pd.DataFrame, out_dir: str | os.PathLike) -> list[Pat
                 if rel not in doc_ids:
                     raise ValueError(f"{eval_set}/{source}/{task}: relevant id {rel!r} of query {q['record_id']} is not a document")
                 qrels_lines.append(f"{qid}\t{doc_ids[rel]}\t1")
-        _atomic_write_text(folder / "corpus.jsonl", "".join(line + "\n" for line in corpus_lines))
-        _atomic_write_text(folder / "queries.jsonl", "".join(line + "\n" for line in query_lines))
-        _atomic_write_text(folder / "qrels" / "test.tsv", "".join(line + "\n" for line in qrels_lines))
+        atomic_write_text(folder / "corpus.jsonl", "".join(line + "\n" for line in corpus_lines))
+        atomic_write_text(folder / "queries.jsonl", "".join(line + "\n" for line in query_lines))
+        atomic_write_text(folder / "qrels" / "test.tsv", "".join(line + "\n" for line in qrels_lines))
         folders.append(folder)
     return folders

@@ -29,13 +29,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:  # retrieval imports this module; avoid the import cycle at runtime
-    from thread_embed_pipeline.evaluation.retrieval import RetrievalSet
+from thread_embed_pipeline.evaluation.pools import RetrievalSet
 
 __all__ = [
     "WEIGHT_GRID",

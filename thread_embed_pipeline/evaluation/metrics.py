@@ -11,7 +11,7 @@ Ranks are PESSIMISTIC on ties: candidates are sorted by score (descending) and, 
 tie, every non-relevant candidate is placed ABOVE every relevant one, so a tie never
 favours a relevant document (BM25 produces many all-zero ties, and own eval sets list the
 positive first). A NaN score ranks last. With a single relevant document this is
-``rank = 1 + #(other candidates with score >= its score)`` (:func:`pessimistic_rank`).
+``rank = 1 + #(other candidates with score >= its score)`` (:func:`relevant_ranks`).
 
 ``n_relevant`` may exceed the number of relevant documents in the pool (a judged-relevant
 document that is not a candidate is never retrieved), which is the usual IR convention.
@@ -19,20 +19,15 @@ document that is not a candidate is never retrieved), which is the usual IR conv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
     "METRIC_NAMES",
-    "pessimistic_rank",
     "relevant_ranks",
-    "ranks_from_score_matrix",
-    "metrics_from_rank",
     "metrics_from_relevant_ranks",
     "query_metrics",
-    "per_query_metrics",
-    "mean_metrics",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10")
@@ -54,29 +49,6 @@ def relevant_ranks(scores: Sequence[float] | np.ndarray, relevant: Sequence[bool
     key = np.where(np.isnan(s), np.inf, -s)  # ascending key == descending score, NaN last
     order = np.lexsort((rel, key))  # primary: key; ties: False (non-relevant) first
     return (np.flatnonzero(rel[order]) + 1).astype(np.int64)
-
-
-def pessimistic_rank(scores: Sequence[float] | np.ndarray, positive_index: int = 0) -> int:
-    """1-based rank of ``scores[positive_index]``; every other candidate scoring >= it ranks above."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if s.size == 0:
-        raise ValueError("empty score vector")
-    if not 0 <= positive_index < s.size:
-        raise IndexError(f"positive_index {positive_index} out of range for {s.size} candidates")
-    mask = np.zeros(s.size, dtype=bool)
-    mask[positive_index] = True
-    return int(relevant_ranks(s, mask)[0])
-
-
-def ranks_from_score_matrix(scores: np.ndarray, positive_index: int = 0) -> np.ndarray:
-    """Pessimistic ranks for a (n_queries, n_candidates) matrix whose column ``positive_index`` is the positive."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"expected a 2-d score matrix, got shape {s.shape}")
-    pos = s[:, positive_index : positive_index + 1]
-    ge = (s >= pos) | np.isnan(pos)
-    ge[:, positive_index] = False
-    return 1 + ge.sum(axis=1).astype(np.int64)
 
 
 def metrics_from_relevant_ranks(ranks: Sequence[int] | np.ndarray, n_relevant: int | None = None) -> dict[str, float]:
@@ -116,31 +88,3 @@ def query_metrics(
     out = metrics_from_relevant_ranks(ranks, n_relevant if n_relevant is not None else max(ranks.size, 1))
     out["first_relevant_rank"] = int(ranks[0]) if ranks.size else int(np.size(scores)) + 1
     return out
-
-
-def metrics_from_rank(rank: int) -> dict[str, float]:
-    """All of ``METRIC_NAMES`` for one query whose single relevant document has 1-based ``rank``."""
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    return metrics_from_relevant_ranks([rank], 1)
-
-
-def per_query_metrics(ranks: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised :func:`metrics_from_rank` (single relevant document): metric name -> array over queries."""
-    r = np.asarray(list(ranks) if not isinstance(ranks, np.ndarray) else ranks, dtype=np.float64)
-    if r.size and r.min() < 1:
-        raise ValueError("ranks must be >= 1")
-    in10 = r <= 10
-    return {
-        "mrr@10": np.where(in10, 1.0 / np.maximum(r, 1), 0.0),
-        "ndcg@10": np.where(in10, 1.0 / np.log2(r + 1), 0.0),
-        "recall@1": (r <= 1).astype(np.float64),
-        "recall@5": (r <= 5).astype(np.float64),
-        "recall@10": in10.astype(np.float64),
-    }
-
-
-def mean_metrics(ranks: Iterable[int] | np.ndarray) -> dict[str, float]:
-    """Mean of each metric over single-relevant queries (NaN for no queries)."""
-    per_q = per_query_metrics(ranks)
-    return {k: (float(v.mean()) if v.size else float("nan")) for k, v in per_q.items()}

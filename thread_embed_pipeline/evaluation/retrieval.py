@@ -33,18 +33,19 @@ dim); :func:`rank_retrieval` turns them into metrics, and the same scores of dev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from thread_embed_pipeline.evaluation.embedders import Embedder, l2_normalize, truncate_and_normalize
+from thread_embed_pipeline.schemas import Log
+from thread_embed_pipeline.evaluation.embedders import Embedder, encode_texts, truncate_and_normalize
 from thread_embed_pipeline.evaluation.fusion import FusionByEvalSet, FusionChoice, convex_fuse
+from thread_embed_pipeline.evaluation.pools import GROUP_KEYS, RetrievalSet, prepare_sets
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, query_metrics
 from thread_embed_pipeline.evaluation.statistics import bootstrap_ci
-from thread_embed_pipeline.schemas import EVAL_SET_COLUMNS, missing_columns
 
 __all__ = [
     "BM25_MODEL_NAME",
@@ -73,7 +74,6 @@ BM25_MODEL_NAME = "bm25"
 HYBRID_PREFIX = "hybrid:"
 RRF_PREFIX = "rrf:"
 RESERVED_PREFIXES: tuple[str, ...] = (HYBRID_PREFIX, RRF_PREFIX)
-GROUP_KEYS: tuple[str, ...] = ("eval_set", "source", "task")
 RESULT_COLUMNS: tuple[str, ...] = ("eval_set", "model", "source", "task", "dim", "metric", "value", "ci_low", "ci_high", "n")
 PER_QUERY_COLUMNS: tuple[str, ...] = (
     "eval_set",
@@ -87,126 +87,6 @@ PER_QUERY_COLUMNS: tuple[str, ...] = (
     *METRIC_NAMES,
 )
 
-Log = Callable[[str], None] | None
-
-
-def encode_texts(
-    model,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 64,
-    log: Log = None,
-    log_every: int = 20,
-) -> np.ndarray:
-    """Full-dimension, L2-normalised float32 embeddings of a SentenceTransformer, one row per input text.
-
-    Each unique text is encoded once (longest first, for efficient padding) and mapped
-    back. ``log(msg)`` is called every ``log_every`` batches and at the end. (The helper
-    behind :class:`~.embedders.SentenceTransformerEmbedder`.)
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts = list(texts)
-    unique: list[str] = list(dict.fromkeys(texts))
-    if not unique:
-        dim = model.get_embedding_dimension() or 0
-        return np.zeros((0, dim), dtype=np.float32)
-    order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
-    n_batches = -(-len(unique) // batch_size)
-    chunk = batch_size * max(1, log_every)
-    parts: list[np.ndarray] = []
-    for start in range(0, len(order), chunk):
-        batch_texts = [unique[i] for i in order[start : start + chunk]]
-        emb = model.encode(batch_texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
-        parts.append(np.asarray(emb, dtype=np.float32))
-        if log is not None:
-            done = min(start + chunk, len(order))
-            log(f"encoded {done}/{len(unique)} unique texts ({-(-done // batch_size)}/{n_batches} batches)")
-    sorted_emb = np.concatenate(parts, axis=0)
-    unique_emb = np.empty_like(sorted_emb)
-    unique_emb[np.asarray(order)] = sorted_emb
-    row_of = {t: i for i, t in enumerate(unique)}
-    return l2_normalize(unique_emb[[row_of[t] for t in texts]])
-
-
-@dataclass(frozen=True)
-class RetrievalSet:
-    """One (eval_set, source, task) group, parsed: texts, per-query pools and relevance masks."""
-
-    eval_set: str
-    source: str
-    task: str
-    query_ids: tuple[str, ...]
-    query_texts: tuple[str, ...]
-    doc_ids: tuple[str, ...]
-    doc_texts: tuple[str, ...]
-    pools: tuple[np.ndarray, ...]  # per query: row indices into doc_ids, candidate order
-    relevant: tuple[np.ndarray, ...]  # per query: bool mask aligned with its pool
-    n_relevant: tuple[int, ...]  # per query: |relevant_ids| (recall denominator)
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.eval_set, self.source, self.task)
-
-
-def _id_list(value) -> list[str]:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    return [str(v) for v in value]
-
-
-def _parse_set(key: tuple[str, str, str], g: pd.DataFrame) -> RetrievalSet:
-    queries = g[g["record_type"] == "query"]
-    docs = g[g["record_type"] == "document"]
-    if docs["record_id"].duplicated().any():
-        raise ValueError(f"duplicate document record_ids in {key}")
-    if queries["record_id"].duplicated().any():
-        raise ValueError(f"duplicate query record_ids in {key}")
-    doc_ids = [str(r) for r in docs["record_id"]]
-    doc_row = {rid: j for j, rid in enumerate(doc_ids)}
-    pools, relevant, n_relevant = [], [], []
-    for qid, cands, rel_ids, pos in zip(
-        queries["record_id"], queries["candidate_ids"], queries["relevant_ids"], queries["positive_id"]
-    ):
-        cands = _id_list(cands)
-        rel = set(_id_list(rel_ids)) or ({str(pos)} if isinstance(pos, str) and pos else set())
-        if not cands:
-            raise ValueError(f"query {qid} of {key} has no candidates")
-        if not rel:
-            raise ValueError(f"query {qid} of {key} has no relevant document")
-        unknown = [c for c in [*cands, *sorted(rel)] if c not in doc_row]
-        if unknown:
-            raise ValueError(f"query {qid} of {key} names {unknown[:3]} which are not documents of the set")
-        pools.append(np.fromiter((doc_row[c] for c in cands), dtype=np.int64, count=len(cands)))
-        relevant.append(np.fromiter((c in rel for c in cands), dtype=bool, count=len(cands)))
-        n_relevant.append(len(rel))
-    return RetrievalSet(
-        eval_set=key[0],
-        source=key[1],
-        task=key[2],
-        query_ids=tuple(str(q) for q in queries["record_id"]),
-        query_texts=tuple(str(t) for t in queries["text"]),
-        doc_ids=tuple(doc_ids),
-        doc_texts=tuple(str(t) for t in docs["text"]),
-        pools=tuple(pools),
-        relevant=tuple(relevant),
-        n_relevant=tuple(n_relevant),
-    )
-
-
-def prepare_sets(eval_sets: pd.DataFrame) -> list[RetrievalSet]:
-    """Validate ``EVAL_SET_COLUMNS`` and parse each (eval_set, source, task) group with queries, sorted by key."""
-    missing = missing_columns(eval_sets.columns, EVAL_SET_COLUMNS)
-    if missing:
-        raise ValueError(f"eval sets are missing columns {missing}")
-    if eval_sets.empty:
-        return []
-    out = []
-    for key, g in eval_sets.groupby(list(GROUP_KEYS), sort=True):
-        parsed = _parse_set(tuple(str(k) for k in key), g)
-        if parsed.query_ids:
-            out.append(parsed)
-    return out
 
 
 def dense_pool_scores(rset: RetrievalSet, query_emb: np.ndarray, doc_emb: np.ndarray) -> list[np.ndarray]:

@@ -11,23 +11,28 @@ its weight is tuned per (model, dim) on the dev queries, never on the eval (test
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from thread_embed_pipeline.schemas import Log
+
+from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 from thread_embed_pipeline.evaluation.api_embedders import build_embedder
-from thread_embed_pipeline.evaluation.embedders import Embedder, SentenceTransformerEmbedder
+from thread_embed_pipeline.evaluation.embedders import Embedder
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-from thread_embed_pipeline.evaluation.report import plot_eval_set_bars, plot_matryoshka, report_markdown
-from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEvalSet, tune_fusion_per_eval_set
+from thread_embed_pipeline.evaluation.eval_sets import protocol_of
+from thread_embed_pipeline.evaluation.report import improvement_summary, plot_eval_set_bars, plot_matryoshka, report_markdown
+from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEvalSet, recommended_hybrid, tune_fusion_per_eval_set
+from thread_embed_pipeline.model_card import write_model_card
+from thread_embed_pipeline.search import write_retriever_settings
+from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.schemas import OWN_EVAL_SET
 from thread_embed_pipeline.evaluation.retrieval import prepare_sets, rank_retrieval, pool_scores, summarize
 from thread_embed_pipeline.evaluation.statistics import compare_models
 
-Log = Callable[[str], None]
 
 NO_DEV_SETS_NOTE = (
     "no dev sets: the score-fusion hybrid needs a dev split to choose its weight; only RRF rows"
@@ -49,12 +54,30 @@ class EvaluationOutputs:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+# Where each API setting comes from: the environment variable of every ApiSettings field.
+API_ENVIRONMENT: dict[str, str] = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "voyage_api_key": "VOYAGE_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "voyage_base_url": "VOYAGE_BASE_URL",
+}
+SECRET_FIELDS = ("openai_api_key", "voyage_api_key")
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     openai_api_key: str | None = None
     voyage_api_key: str | None = None
     openai_base_url: str | None = None
     voyage_base_url: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
+        """Every field from its variable (:data:`API_ENVIRONMENT`); unset or empty is None."""
+        import os
+
+        environ = os.environ if environ is None else environ
+        return cls(**{name: environ.get(variable) or None for name, variable in API_ENVIRONMENT.items()})
 
 
 def build_embedders(
@@ -70,32 +93,13 @@ def build_embedders(
     embedders: dict[str, Embedder] = {}
     notes: list[str] = []
     for name, spec in model_specs.items():
-        if spec.startswith(("openai:", "voyage:")):
-            embedder = build_embedder(
-                spec,
-                openai_api_key=api.openai_api_key,
-                voyage_api_key=api.voyage_api_key,
-                openai_base_url=api.openai_base_url,
-                voyage_base_url=api.voyage_base_url,
-                cache=cache,
-                log=log,
-            )
-            if embedder is None:
-                variable = "OPENAI_API_KEY" if spec.startswith("openai:") else "VOYAGE_API_KEY"
-                notes.append(f"skipped {spec}: {variable} is not set")
-                continue
-            embedders[name] = embedder
-        else:
-            embedders[name] = SentenceTransformerEmbedder(load_local(spec), name, batch_size=batch_size, log=log, cache=cache, cache_key=local_cache_key(spec))
+        embedder = build_embedder(spec, **asdict(api), cache=cache, load_local=load_local, log=log, name=name, local_batch_size=batch_size)
+        if embedder is None:
+            variable = API_ENVIRONMENT["openai_api_key" if spec.startswith("openai:") else "voyage_api_key"]
+            notes.append(f"skipped {spec}: {variable} is not set")
+            continue
+        embedders[name] = embedder
     return embedders, notes
-
-
-def local_cache_key(spec: str) -> str | None:
-    from thread_embed_pipeline.evaluation.embedders import model_fingerprint
-    from thread_embed_pipeline.training import resolve_model_path
-
-    path = Path(resolve_model_path(spec))
-    return model_fingerprint(path) if path.is_dir() else None
 
 
 def tune_fusion_on_dev(
@@ -179,18 +183,54 @@ def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, title: str 
     outputs.markdown = report_markdown(outputs.results, outputs.comparisons, outputs.notes, plots=plots, title=title, fusion=outputs.fusion)
     tables = (("results", outputs.results), ("comparisons", outputs.comparisons), ("per_query", outputs.per_query), ("fusion", outputs.fusion))
     for name, frame in tables:
-        path = out_dir / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        files[name] = path
-    report = out_dir / "eval_report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text(outputs.markdown, encoding="utf-8")
-    os.replace(tmp, report)
-    files["report"] = report
+        files[name] = atomic_write_bytes(out_dir / f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+    files["report"] = atomic_write_text(out_dir / "eval_report.md", outputs.markdown)
     outputs.files = files
     return outputs
+
+
+def model_specs(model_summary: Mapping, *, include_base: bool, extra_models: Sequence[str]) -> dict[str, str]:
+    """``{report name: spec}`` for a trained model: its base (optional), the checkpoint, extra specs."""
+    specs = {"base": str(model_summary["base_model"])} if include_base else {}
+    specs["fine_tuned"] = str(model_summary["checkpoint_dir"])
+    specs.update({spec: spec for spec in extra_models})
+    return specs
+
+
+def label_results(results: pd.DataFrame, training_platforms: Sequence[str]) -> pd.DataFrame:
+    """Add ``platform`` (of the eval source), ``seen_in_training`` and ``protocol`` (how speakers are
+    written in the own sets); all three are None/False for external sets."""
+    platform_of = {name: spec.platform for name, spec in SOURCES.items()}
+    out = results.copy()
+    out["platform"] = out["source"].map(platform_of)
+    out["seen_in_training"] = out["platform"].isin(list(training_platforms)) & out["platform"].notna()
+    return out.assign(protocol=out["eval_set"].map(protocol_of))
+
+
+@dataclass(frozen=True)
+class PublishedReport:
+    """What :func:`publish_report` wrote and derived besides the report files."""
+
+    improvement: pd.DataFrame  # thread MRR@10 per dim, fine-tuned vs base (next to BM25), per source
+    recommended: dict | None  # the hybrid chosen on dev (fusion.recommended_hybrid)
+    model_card: Path
+    retriever_settings: Path | None  # hybrid_retriever.json for HybridRetriever.from_checkpoint
+
+
+def publish_report(outputs: EvaluationOutputs, model_summary: Mapping, out_dir: Path) -> PublishedReport:
+    """Write the report files, the model card and the dev-chosen hybrid weight into ``out_dir``."""
+    results = outputs.results
+    write_report_files(outputs, out_dir)
+    thread_sources = sorted(results.loc[results["task"] == "thread", "source"].unique()) if not results.empty else []
+    parts = [improvement_summary(results, task="thread", source=s) for s in thread_sources]
+    improvement = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    recommended = recommended_hybrid(outputs.fusion, eval_set=OWN_EVAL_SET)
+    tuned = recommended_hybrid(outputs.fusion[outputs.fusion["model"] == "fine_tuned"], eval_set=OWN_EVAL_SET) if not outputs.fusion.empty else None
+    settings = None
+    if tuned is not None:
+        settings = write_retriever_settings(out_dir, weight=tuned["weight"], dim=tuned["dim"], chosen_on="dev split, pseudonymised protocol", scope=tuned["scope"])
+    card = write_model_card(dict(model_summary), out_dir / "model_card.md", report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
+    return PublishedReport(improvement=improvement, recommended=recommended, model_card=card, retriever_settings=settings)
 
 
 def compare_with_base(

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,10 @@ import requests
 from thread_embed_pipeline.versioning import file_fingerprint
 
 from .errors import MIRROR_HINT, SourceDataError
+from .fetch import RetriesExhausted, describe, with_retries
 from .registry import SourceSpec
 
 CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    return file_fingerprint(path)
 
 
 def _file_problem(path: Path, entry: dict[str, Any], verify: bool) -> str | None:
@@ -43,7 +39,7 @@ def _file_problem(path: Path, entry: dict[str, Any], verify: bool) -> str | None
     if size != entry["size"]:
         return f"has {size} bytes, the manifest says {entry['size']}"
     if verify:
-        digest = sha256_of(path)
+        digest = file_fingerprint(path)
         if digest != entry["sha256"]:
             return f"has sha256 {digest}, the manifest says {entry['sha256']}"
     return None
@@ -127,54 +123,49 @@ def _download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     size = int(entry["size"])
-    last_error = "no attempt made"
-    for attempt in range(retries + 1):
-        if attempt:
-            delay = backoff_s * 2 ** (attempt - 1)
-            log(f"{prefix}: attempt {attempt + 1}/{retries + 1} in {delay:.1f}s ({last_error})")
-            time.sleep(delay)
-        try:
-            offset = part.stat().st_size if part.exists() else 0
-            if offset > size:
+    def attempt() -> None:
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > size:
+            part.unlink()
+            offset = 0
+        if offset < size:
+            # identity: byte ranges and sizes must refer to the file itself, not a gzip stream
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            with session.get(url, headers=headers, stream=True, timeout=timeout_s) as r:
+                if r.status_code == 416:
+                    part.unlink(missing_ok=True)
+                    raise _Retry("server refused the byte range (416); restarting")
+                r.raise_for_status()
+                if offset and r.status_code == 206:
+                    mode = "ab"
+                    log(f"{prefix}: resuming at byte {offset}")
+                else:
+                    mode, offset = "wb", 0
+                with open(part, mode) as f:
+                    for block in r.iter_content(CHUNK):
+                        f.write(block)
+        got = part.stat().st_size
+        if got != size:
+            if got > size:
                 part.unlink()
-                offset = 0
-            if offset < size:
-                # identity: byte ranges and sizes must refer to the file itself, not a gzip stream
-                headers = {"Accept-Encoding": "identity"}
-                if offset:
-                    headers["Range"] = f"bytes={offset}-"
-                with session.get(url, headers=headers, stream=True, timeout=timeout_s) as r:
-                    if r.status_code == 416:
-                        part.unlink(missing_ok=True)
-                        raise _Retry("server refused the byte range (416); restarting")
-                    r.raise_for_status()
-                    if offset and r.status_code == 206:
-                        mode = "ab"
-                        log(f"{prefix}: resuming at byte {offset}")
-                    else:
-                        mode, offset = "wb", 0
-                    with open(part, mode) as f:
-                        for block in r.iter_content(CHUNK):
-                            f.write(block)
-            got = part.stat().st_size
-            if got != size:
-                if got > size:
-                    part.unlink()
-                raise _Retry(f"got {got} bytes of {size}")
-            if verify:
-                digest = sha256_of(part)
-                if digest != entry["sha256"]:
-                    part.unlink()
-                    raise _Retry(f"sha256 {digest} != manifest {entry['sha256']}")
-            os.replace(part, dest)
-            log(f"{prefix}: downloaded {size} bytes")
-            return
-        except (_Retry, requests.RequestException, OSError) as e:
-            last_error = str(e) or type(e).__name__
-    raise SourceDataError(
-        f"could not download {url} to {dest} after {retries + 1} attempts ({last_error}); "
-        f"check the network or {MIRROR_HINT}"
-    )
+            raise _Retry(f"got {got} bytes of {size}")
+        if verify:
+            digest = file_fingerprint(part)
+            if digest != entry["sha256"]:
+                part.unlink()
+                raise _Retry(f"sha256 {digest} != manifest {entry['sha256']}")
+        os.replace(part, dest)
+        log(f"{prefix}: downloaded {size} bytes")
+
+    try:
+        with_retries(attempt, retries=retries, backoff_s=backoff_s, what=prefix, log=log, retry_on=(_Retry, requests.RequestException, OSError))
+    except RetriesExhausted as exhausted:
+        raise SourceDataError(
+            f"could not download {url} to {dest} after {exhausted.attempts} attempts ({describe(exhausted.last)}); "
+            f"check the network or {MIRROR_HINT}"
+        ) from exhausted.last
 
 
 class _Retry(Exception):

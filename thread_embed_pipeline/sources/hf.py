@@ -23,7 +23,6 @@ stream, 16 MiB blocks), so no file is ever read into memory whole.
 from __future__ import annotations
 
 import fnmatch
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline.corpus import hash_fraction
+from thread_embed_pipeline.schemas import Log, hash_fraction
 
 from .errors import MIRROR_HINT, SourceDataError
+from .fetch import RetriesExhausted, with_retries
 
-Log = Callable[[str], None]
 
 FILE_FORMATS = ("parquet", "json")
 STREAM_BLOCK_BYTES = 1 << 23  # HTTP range request size when streaming a file from the Hub
@@ -175,29 +174,24 @@ def resolve_files(
         download = download or hf_hub_download
     hf_cache = Path(cache_dir) / "hf"
 
-    def with_retries(what: str, fn):
-        last: Exception | None = None
-        for attempt in range(retries + 1):
-            if attempt:
-                delay = backoff_s * 2 ** (attempt - 1)
-                log(f"{name}: {what}: attempt {attempt + 1}/{retries + 1} in {delay:.0f}s ({type(last).__name__}: {last})")
-                time.sleep(delay)
-            try:
-                return fn()
-            except Exception as err:  # network errors come in many types (requests, httpx, hub errors)
-                if _is_permanent(err):
-                    raise SourceDataError(
-                        f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed: "
-                        f"{type(err).__name__}: {err}. Put the dataset's files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
-                    ) from err
-                last = err
-        raise SourceDataError(
-            f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed after "
-            f"{retries + 1} attempts ({type(last).__name__}: {last}). Without network access, put the dataset's "
-            f"files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
-        )
+    def hub_call(what: str, fn):
+        try:
+            # network errors come in many types (requests, httpx, hub errors)
+            return with_retries(fn, retries=retries, backoff_s=backoff_s, what=f"{name}: {what}", log=log, permanent=_is_permanent)
+        except RetriesExhausted as exhausted:
+            last = exhausted.last
+            raise SourceDataError(
+                f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed after "
+                f"{exhausted.attempts} attempts ({type(last).__name__}: {last}). Without network access, put the dataset's "
+                f"files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
+            ) from last
+        except Exception as err:  # permanent (not found, no access): raised at once
+            raise SourceDataError(
+                f"source {name!r} (Hugging Face dataset {dataset.repo_id}@{dataset.revision}): {what} failed: "
+                f"{type(err).__name__}: {err}. Put the dataset's files under <mirror>/{mirror_subdir}/ and {MIRROR_HINT}"
+            ) from err
 
-    listed = with_retries(
+    listed = hub_call(
         "listing the repository's files",
         lambda: hub_api.list_repo_files(dataset.repo_id, repo_type="dataset", revision=dataset.revision),
     )
@@ -215,13 +209,13 @@ def resolve_files(
 
         def remote_open(rel: str):
             url = f"datasets/{dataset.repo_id}@{dataset.revision}/{rel}"
-            return with_retries(f"opening {rel} for streaming", lambda: hf_fs.open(url, "rb", block_size=STREAM_BLOCK_BYTES))
+            return hub_call(f"opening {rel} for streaming", lambda: hf_fs.open(url, "rb", block_size=STREAM_BLOCK_BYTES))
 
         log(f"{name}: streaming {len(chosen)} data file(s) from {dataset.repo_id}@{dataset.revision[:12]} (not stored)")
         return ResolvedFiles(Path(dataset.repo_id), chosen, len(available), "hub-stream", revision=dataset.revision, remote_open=remote_open)
     local_root: Path | None = None
     for i, path in enumerate(chosen, 1):
-        local = with_retries(
+        local = hub_call(
             f"downloading {path}",
             lambda path=path: download(
                 repo_id=dataset.repo_id, filename=path, repo_type="dataset", revision=dataset.revision, cache_dir=str(hf_cache)

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from thread_embed_pipeline.corpus import hash_splits
-from thread_embed_pipeline.schemas import RAW_COLUMNS
+from thread_embed_pipeline.schemas import RAW_COLUMNS, RAW_SCHEMA, hash_splits
 
 MALFORMED_TEXT_CHARS = 200
 
@@ -243,7 +242,7 @@ def parse_channel_day_logs(
     doc_of = doc_of[np.asarray(nonempty, dtype=bool)]
     n = len(flat)
     if n == 0:
-        return pa.table({c: pa.array([], type=RAW_ARROW_TYPES[c]) for c in RAW_COLUMNS})
+        return RAW_SCHEMA.empty_table()
 
     author, text, minutes, chat, action = _irc_line_fields(flat)
     ok = np.asarray(pc.or_(chat, action), dtype=bool)
@@ -314,22 +313,6 @@ def parse_channel_day_logs(
             "record_type": pa.array(record_type.astype(object), pa.string()),
         }
     )
-
-
-RAW_ARROW_TYPES = {
-    "source": pa.string(),
-    "file": pa.string(),
-    "line": pa.int64(),
-    "split_hint": pa.string(),
-    "channel": pa.string(),
-    "message_id": pa.int64(),
-    "timestamp": pa.timestamp("ns"),
-    "author": pa.string(),
-    "text": pa.string(),
-    "conversation_key": pa.string(),
-    "parent_ids": pa.list_(pa.int64()),
-    "record_type": pa.string(),
-}
 
 
 def _channels(batch: pa.RecordBatch, ids: list) -> list[str]:

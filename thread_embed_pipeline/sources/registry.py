@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,22 @@ def get_source(name: str) -> SourceSpec:
         return SOURCES[name]
     except KeyError:
         raise KeyError(f"unknown source {name!r}; known sources: {', '.join(SOURCES)}") from None
+
+
+def slice_files(files: list[str], max_per_folder: int | None) -> list[str]:
+    """The first ``max_per_folder`` file groups of each folder; a group is one stem (``x.ascii.txt`` + ``x.annotation.txt``)."""
+    if max_per_folder is None:
+        return list(files)
+    groups: dict[str, list[str]] = {}
+    for path in sorted(files):
+        folder, _, base = path.rpartition("/")
+        stem = _file_stem(base)
+        groups.setdefault(folder, [])
+        if stem not in groups[folder]:
+            groups[folder].append(stem)
+    keep = {(folder, stem) for folder, stems in groups.items() for stem in stems[:max_per_folder]}
+    return [p for p in files if (p.rpartition("/")[0], _file_stem(p.rpartition("/")[2])) in keep]
+
+
+def _file_stem(base: str) -> str:
+    return re.sub(r"(\.ascii\.txt|\.annotation\.txt|\.xml\.out|\.xml|\.annot)$", "", base)

@@ -47,7 +47,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from thread_embed_pipeline.schemas import timeline_of
 from thread_embed_pipeline.text.redact import PLACEHOLDERS
+
+__all__ = ["timeline_of"]  # re-exported: the text stage's callers group by timeline
 
 _WORD = r"\w\-\[\]\\^{}|`"  # \w covers A-Za-z0-9_ and Unicode letters; plus the other IRC nick characters
 _WORD_RUN = re.compile(rf"[{_WORD}]+")
@@ -58,11 +61,6 @@ UNKNOWN_MENTION = "<@user>"
 def pseudonym(k: int) -> str:
     """The k-th (1-based) pseudonym of a scope: ``speaker_<k>``."""
     return f"speaker_{k}"
-
-
-def timeline_of(conversation_id: str) -> str:
-    """The timeline (channel log / file) of a conversation: everything before the last ``/`` of its id."""
-    return conversation_id.rsplit("/", 1)[0]
 
 
 def timelines(conversation_ids: pd.Series) -> np.ndarray:

@@ -1,25 +1,24 @@
 """<source>/raw → <source>/corpus → <source>/text → <source>/pairs, one chain per entry of the source registry."""
 
 
-import re
-
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
-from thread_embed_pipeline.assets.keys import corpus_key, pairs_key, raw_key, text_key, upstream_key
-from thread_embed_pipeline.assets.metadata import accounting_metadata, table_md
+from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key, raw_key, text_key, upstream_key
+from thread_embed_pipeline.orchestration.metadata import accounting_metadata, table_md
 from thread_embed_pipeline.versioning import code_version
 from thread_embed_pipeline.corpus import build_corpus
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.download import ensure_source_files
 from thread_embed_pipeline.sources.errors import SourceDataError
-from thread_embed_pipeline.sources.registry import SOURCES, SourceSpec
-from thread_embed_pipeline.text import SPEAKER_SCHEMES, TextSettings, prepare_text
+from thread_embed_pipeline.sources.registry import SOURCES, SourceSpec, slice_files
+from thread_embed_pipeline.text import TextSettings, prepare_text
 
 _TEXT_DEFAULTS = TextSettings()
+_PAIR_DEFAULTS = PairBuilderSettings()
 
 
 class TextConfig(dg.Config):
@@ -39,29 +38,27 @@ class TextConfig(dg.Config):
 
 
 class PairsConfig(dg.Config):
-    """How many pairs of each shape to draw per conversation, and the sampling seed."""
+    """How many pairs of each shape to draw per conversation (defaults: ``pairs.PairBuilderSettings``),
+    the sampling seed and the chat hard negatives."""
 
     seed: int = 13
-    thread_pairs_per_conversation: int = 4
-    thread_positive_messages: int = 8
-    query_response_pairs_per_conversation: int = 3
-    adjacency_window_messages: int = 5
-    adjacency_pairs_per_conversation: int = 2
+    thread_pairs_per_conversation: int = _PAIR_DEFAULTS.thread_pairs_per_conversation
+    thread_positive_messages: int = _PAIR_DEFAULTS.thread_positive_messages
+    query_response_pairs_per_conversation: int = _PAIR_DEFAULTS.query_response_pairs_per_conversation
+    adjacency_window_messages: int = _PAIR_DEFAULTS.adjacency_window_messages
+    adjacency_pairs_per_conversation: int = _PAIR_DEFAULTS.adjacency_pairs_per_conversation
     # a hard negative per pair from another thread of the same channel at the same time (None if none)
     hard_negatives: bool = True
     hard_negative_window_minutes: int = 30
 
 
+# PairsConfig fields that are pair-builder settings (the rest: seed and hard negatives)
+PAIR_BUILDER_FIELDS = tuple(name for name in PairsConfig.model_fields if name in PairBuilderSettings.__dataclass_fields__)
+
+
 def pair_builder_settings(config: PairsConfig, **overrides) -> PairBuilderSettings:
     """The pair builder's settings from a pairs asset's config (plus per-source ``overrides``)."""
-    return PairBuilderSettings(
-        thread_pairs_per_conversation=config.thread_pairs_per_conversation,
-        thread_positive_messages=config.thread_positive_messages,
-        query_response_pairs_per_conversation=config.query_response_pairs_per_conversation,
-        adjacency_window_messages=config.adjacency_window_messages,
-        adjacency_pairs_per_conversation=config.adjacency_pairs_per_conversation,
-        **overrides,
-    )
+    return PairBuilderSettings(**config.model_dump(include=set(PAIR_BUILDER_FIELDS)), **overrides)
 
 
 def pairs_metadata(frame: pd.DataFrame, stats: dict, negative_counts: dict) -> dict:
@@ -74,28 +71,6 @@ def pairs_metadata(frame: pd.DataFrame, stats: dict, negative_counts: dict) -> d
         **{f"hard_negatives/{k}": int(v["with_negative"]) for k, v in negative_counts.items()},
         "preview": table_md(frame[["strategy", "anchor", "positive", "split"]]),
     }
-
-
-def slice_files(files: list[str], max_per_folder: int | None) -> list[str]:
-    """The first ``max_per_folder`` file groups of each folder; a group is one stem (``x.ascii.txt`` + ``x.annotation.txt``)."""
-    if max_per_folder is None:
-        return list(files)
-    groups: dict[str, list[str]] = {}
-    for path in sorted(files):
-        folder, _, base = path.rpartition("/")
-        stem = _file_stem(base)
-        groups.setdefault(folder, [])
-        if stem not in groups[folder]:
-            groups[folder].append(stem)
-    keep = {(folder, stem) for folder, stems in groups.items() for stem in stems[:max_per_folder]}
-    return [p for p in files if (p.rpartition("/")[0], _file_stem(p.rpartition("/")[2])) in keep]
-
-
-def _file_stem(base: str) -> str:
-    return re.sub(r"(\.ascii\.txt|\.annotation\.txt|\.xml\.out|\.xml|\.annot)$", "", base)
-
-
-
 
 
 def text_metadata(accounting: dict) -> dict:

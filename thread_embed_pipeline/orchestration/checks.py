@@ -10,15 +10,14 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline.assets.keys import corpus_key, pairs_key
-from thread_embed_pipeline import paths
-from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder, model_fingerprint
+from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.evaluation.embedders import load_local_embedder
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import eval_texts
-from thread_embed_pipeline.evaluation.runner import compare_with_base, local_cache_key
+from thread_embed_pipeline.evaluation.runner import compare_with_base
 from thread_embed_pipeline.schemas import OWN_EVAL_SET
-from thread_embed_pipeline.resources import TrainerResource
-from thread_embed_pipeline.training import load_sentence_model
+from thread_embed_pipeline.orchestration.resources import TrainerResource
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_COLUMNS, SPLITS, missing_columns
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -70,60 +69,44 @@ def training_pairs_sane(training_pairs: pd.DataFrame) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not any(findings.values()) and len(training_pairs) > 0, metadata={**findings, "rows": len(training_pairs)})
 
 
-def corpus_findings(corpus: pd.DataFrame) -> dict[str, int]:
-    missing = missing_columns(corpus.columns, CORPUS_COLUMNS)
-    if missing:
-        return {"missing_columns": len(missing)}
-    splits_per_conversation = corpus.groupby("conversation_id")["split"].nunique()
-    return {
-        "missing_columns": 0,
-        "unknown_split": int((~corpus["split"].isin(SPLITS)).sum()),
-        "empty_text": int((corpus["text"].fillna("").str.strip() == "").sum()),
-        "conversations_in_several_splits": int((splits_per_conversation > 1).sum()),
-    }
-
-
 CORPUS_CHECK_DESCRIPTION = (
     "Blocking: the corpus is not empty, has every corpus column, every split is train/dev/test, "
     "no message text is empty, and no conversation spans two splits."
 )
 
 
-def _corpus_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True, description=CORPUS_CHECK_DESCRIPTION)
-    def check(corpus: pd.DataFrame) -> dg.AssetCheckResult:
-        findings = corpus_findings(corpus)
-        return dg.AssetCheckResult(passed=len(corpus) > 0 and not any(findings.values()), metadata={**findings, "rows": len(corpus)})
-
-    return check
-
-
-def corpus_file_findings(path: Path) -> tuple[dict[str, int], int]:
-    """``corpus_findings`` for a corpus Parquet file, computed by DuckDB without loading it."""
-    parquet = pq.ParquetFile(path)
-    missing = missing_columns(parquet.schema_arrow.names, CORPUS_COLUMNS)
-    rows = parquet.metadata.num_rows
-    if missing:
-        return {"missing_columns": len(missing)}, rows
+def corpus_findings(corpus: pd.DataFrame | Path) -> tuple[dict[str, int], int]:
+    """The corpus check's findings and row count, computed by DuckDB over a DataFrame (file sources)
+    or a Parquet file it never loads whole (streamed sources): one implementation for both."""
+    columns = corpus.columns if isinstance(corpus, pd.DataFrame) else pq.ParquetFile(corpus).schema_arrow.names
+    rows = len(corpus) if isinstance(corpus, pd.DataFrame) else pq.ParquetFile(corpus).metadata.num_rows
+    if missing_columns(columns, CORPUS_COLUMNS):
+        return {"missing_columns": len(missing_columns(columns, CORPUS_COLUMNS))}, rows
     splits = ", ".join(f"'{s}'" for s in SPLITS)
     with duckdb.connect() as con:
-        literal = str(path).replace("'", "''")  # DDL takes no bound parameters
-        con.execute(f"CREATE VIEW c AS SELECT * FROM read_parquet('{literal}')")
+        if isinstance(corpus, pd.DataFrame):
+            con.register("c", corpus[["conversation_id", "split", "text"]])
+        else:
+            literal = str(corpus).replace("'", "''")  # DDL takes no bound parameters
+            con.execute(f"CREATE VIEW c AS SELECT * FROM read_parquet('{literal}')")
         unknown, empty = con.execute(
             f"SELECT count(*) FILTER (WHERE split IS NULL OR split NOT IN ({splits})), "
-            "count(*) FILTER (WHERE coalesce(trim(text), '') = '') FROM c"
+            "count(*) FILTER (WHERE regexp_full_match(coalesce(text, ''), '[[:space:]]*')) FROM c"
         ).fetchone()
         several = con.execute("SELECT count(*) FROM (SELECT conversation_id FROM c GROUP BY 1 HAVING count(DISTINCT split) > 1)").fetchone()[0]
     return {"missing_columns": 0, "unknown_split": int(unknown), "empty_text": int(empty), "conversations_in_several_splits": int(several)}, rows
 
 
-def _streamed_corpus_check(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True, description=CORPUS_CHECK_DESCRIPTION)
-    def check(corpus: Path) -> dg.AssetCheckResult:
-        findings, rows = corpus_file_findings(corpus)
+def _corpus_check(name: str, value_type: type) -> dg.AssetChecksDefinition:
+    """The corpus check of one source; ``value_type`` is how its corpus loads: a DataFrame (file
+    sources) or the Parquet file's Path (streamed sources, which the IO manager never loads whole)."""
+
+    def check(corpus) -> dg.AssetCheckResult:
+        findings, rows = corpus_findings(corpus)
         return dg.AssetCheckResult(passed=rows > 0 and not any(findings.values()), metadata={**findings, "rows": rows})
 
-    return check
+    check.__annotations__ = {"corpus": value_type, "return": dg.AssetCheckResult}
+    return dg.asset_check(asset=corpus_key(name), name="schema_and_splits", blocking=True, description=CORPUS_CHECK_DESCRIPTION)(check)
 
 
 def _pairs_check(name: str) -> dg.AssetChecksDefinition:
@@ -164,9 +147,9 @@ def model_at_least_as_good_as_base_on_dev(context, trainer: TrainerResource, mod
     trainer.apply_environment()
     sets = dev_eval_sets[(dev_eval_sets["eval_set"] == OWN_EVAL_SET) & (dev_eval_sets["task"] == "thread")]
     # the same cache as eval_report, which then finds these dev embeddings already computed
-    cache = EmbeddingCache(paths.data_dir() / "embedding_cache.duckdb")
-    fine_tuned = SentenceTransformerEmbedder(load_sentence_model(model["checkpoint_dir"], device=trainer.device), "fine_tuned", cache=cache, cache_key=model_fingerprint(Path(model["checkpoint_dir"])))
-    base = SentenceTransformerEmbedder(load_sentence_model(model["base_model"], device=trainer.device), "base", cache=cache, cache_key=local_cache_key(model["base_model"]))
+    cache = EmbeddingCache(storage.data_dir() / "embedding_cache.duckdb")
+    fine_tuned = load_local_embedder(model["checkpoint_dir"], name="fine_tuned", cache=cache, device=trainer.device)
+    base = load_local_embedder(model["base_model"], name="base", cache=cache, device=trainer.device)
     comparison = compare_with_base(sets, fine_tuned=fine_tuned, base=base, log=context.log.info)
     passed = dev_check_verdict(comparison)
     meta: dict = {"mean_delta_mrr@10": round(float(comparison["delta"].mean()), 4) if len(comparison) else 0.0}
@@ -175,7 +158,9 @@ def model_at_least_as_good_as_base_on_dev(context, trainer: TrainerResource, mod
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
 
 
+
+
 def all_checks(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> list[dg.AssetChecksDefinition]:
-    per_source = [check for name in SOURCES for check in (_corpus_check(name), _pairs_check(name))]
-    per_source += [check for name in streamed_sources for check in (_streamed_corpus_check(name), _pairs_check(name))]
+    per_source = [check for name in SOURCES for check in (_corpus_check(name, pd.DataFrame), _pairs_check(name))]
+    per_source += [check for name in streamed_sources for check in (_corpus_check(name, Path), _pairs_check(name))]
     return [*per_source, training_pairs_do_not_leak_eval_data, training_pairs_sane, model_at_least_as_good_as_base_on_dev]

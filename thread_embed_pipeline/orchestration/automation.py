@@ -20,11 +20,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from thread_embed_pipeline.assets.keys import upstream_key
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.keys import upstream_key
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.hf import matching_files
 from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
-from thread_embed_pipeline.sources.registry import SourceSpec
+from thread_embed_pipeline.sources.registry import SourceSpec, slice_files
 from thread_embed_pipeline.versioning import files_fingerprint, value_fingerprint
 
 AC = dg.AutomationCondition
@@ -64,7 +64,6 @@ def observe_source(spec: SourceSpec | HfSourceSpec, chat_sources: ChatSourcesRes
         present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
         rel = matching_files(present, spec.dataset.data_files)
     else:
-        from thread_embed_pipeline.assets.source_assets import slice_files
 
         rel = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
     digest, stats = files_fingerprint(root, rel)

@@ -5,22 +5,19 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.metadata import png_md, table
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
-from thread_embed_pipeline.assets.keys import corpus_key
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.orchestration.metadata import png_md, table
+from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.orchestration.keys import corpus_key
 from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets, protocol_of
+from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
-from thread_embed_pipeline.evaluation.report import compact_headline, headline_frame, improvement_summary
-from thread_embed_pipeline.evaluation.runner import ApiSettings, build_embedders, run_evaluation, write_report_files
+from thread_embed_pipeline.evaluation.report import compact_headline, headline_frame
+from thread_embed_pipeline.evaluation.runner import EvaluationOutputs, PublishedReport, build_embedders, label_results, model_specs, publish_report, run_evaluation
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
-from thread_embed_pipeline.io import WAREHOUSE_FILE, replace_tables
-from thread_embed_pipeline.evaluation.fusion import recommended_hybrid
-from thread_embed_pipeline.model_card import write_model_card
-from thread_embed_pipeline.search import write_retriever_settings
-from thread_embed_pipeline.resources import EmbeddingApisResource, TrainerResource
+from thread_embed_pipeline.orchestration.io import WAREHOUSE_FILE, replace_tables
+from thread_embed_pipeline.orchestration.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
 from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.versioning import code_version, frame_fingerprint
@@ -80,20 +77,9 @@ def _build_eval_sets_asset(name: str, split: str, config_type: type[EvalSetsConf
     def _eval_sets(context: dg.AssetExecutionContext, config: config_type, **corpora: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         by_source = {key.removeprefix("corpus_"): frame for key, frame in corpora.items()}
         try:
-            frame, notes, _ = build_protocol_eval_sets(
-                by_source,
-                protocols=config.protocols,
-                tasks=config.tasks,
-                split=split,
-                thread_min_messages=config.thread_min_messages,
-                prefix_messages=config.prefix_messages,
-                continuation_messages=config.continuation_messages,
-                response_min_messages=config.response_min_messages,
-                concurrent_window_minutes=config.concurrent_window_minutes,
-                pool_size=config.pool_size,
-                max_queries=config.max_queries_per_set,
-                seed=config.seed,
-            )
+            # every config field is a keyword of evaluation.eval_sets.build_eval_sets (test_settings_once)
+            kwargs = config.model_dump(exclude={"max_queries_per_set"})
+            frame, notes, _ = build_protocol_eval_sets(by_source, split=split, max_queries=config.max_queries_per_set, **kwargs)
         except ValueError as err:
             raise dg.Failure(description=f"{name}: {err}") from err
         for note in notes:
@@ -162,7 +148,7 @@ def build_external_eval_asset(entry: ExternalEvalSet) -> dg.AssetsDefinition:
     description="The project's own eval sets exported in the reference pool format (.jsonl) and the BEIR layout, under data/exports/.",
 )
 def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> dg.MaterializeResult:
-    out = paths.data_dir() / "exports"
+    out = storage.data_dir() / "exports"
     # only the pseudonymised protocol leaves the project; names-visible sets stay internal, like the corpus
     exported = eval_sets[eval_sets["eval_set"] == OWN_EVAL_SET]
     pool_path = export_pool_jsonl(exported, out / "pools" / "threadembed.jsonl")
@@ -203,90 +189,57 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         **external: pd.DataFrame,
     ) -> dg.Output[pd.DataFrame]:
         trainer.apply_environment()
-        all_sets = pd.concat([eval_sets, *external.values()], ignore_index=True)
-        specs: dict[str, str] = {}
-        if config.include_base_model:
-            specs["base"] = model["base_model"]
-        specs["fine_tuned"] = model["checkpoint_dir"]
-        for spec in config.extra_models:
-            specs[spec] = spec
-        cache = EmbeddingCache(paths.data_dir() / "embedding_cache.duckdb") if config.use_embedding_cache else None
-        api = ApiSettings(
-            openai_api_key=embedding_apis.openai_api_key,
-            voyage_api_key=embedding_apis.voyage_api_key,
-            openai_base_url=embedding_apis.openai_base_url,
-            voyage_base_url=embedding_apis.voyage_base_url,
-        )
-        embedders, notes = build_embedders(
-            specs, load_local=lambda spec: load_sentence_model(spec, device=trainer.device), api=api, cache=cache, batch_size=config.batch_size, log=context.log.info
-        )
-        for note in notes:
+        specs = model_specs(model, include_base=config.include_base_model, extra_models=config.extra_models)
+        cache = EmbeddingCache(storage.data_dir() / "embedding_cache.duckdb") if config.use_embedding_cache else None
+        load_local = lambda spec: load_sentence_model(spec, device=trainer.device)  # noqa: E731
+        embedders, skipped = build_embedders(specs, load_local=load_local, api=embedding_apis.settings(), cache=cache, batch_size=config.batch_size, log=context.log.info)
+        for note in skipped:
             context.log.warning(note)
-        skipped = list(notes)
-        platforms = model.get("training_platforms", [])
-        notes = [f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *notes]
+        platforms = list(model.get("training_platforms", []))
         outputs = run_evaluation(
-            all_sets,
+            pd.concat([eval_sets, *external.values()], ignore_index=True),
             embedders,
             dims=[int(d) for d in model["matryoshka_dims"]],
             include_bm25=config.include_bm25,
             hybrid_with=["base", "fine_tuned"] if config.hybrid else [],
             dev_sets=dev_eval_sets,
-            notes=notes,
+            notes=[f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *skipped],
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             log=context.log.info,
         )
-        results = mark_protocols(mark_seen_platforms(outputs.results, platforms))
-        outputs.results = results
-        write_report_files(outputs, paths.data_dir() / "reports")
-        replace_tables(paths.data_dir() / WAREHOUSE_FILE, {"eval_results": results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query, "eval_fusion": outputs.fusion})
-
-        thread = [improvement_summary(results, task="thread", source=s) for s in sorted(results.loc[results["task"] == "thread", "source"].unique())]
-        improvement = pd.concat(thread, ignore_index=True) if thread else pd.DataFrame()
-        recommended = recommended_hybrid(outputs.fusion, eval_set=OWN_EVAL_SET)
-        tuned = recommended_hybrid(outputs.fusion[outputs.fusion["model"] == "fine_tuned"], eval_set=OWN_EVAL_SET) if not outputs.fusion.empty else None
-        if tuned is not None:
-            write_retriever_settings(model["checkpoint_dir"], weight=tuned["weight"], dim=tuned["dim"], chosen_on="dev split, pseudonymised protocol", scope=tuned["scope"])
-        write_model_card(model, report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
-        headline = headline_frame(results)
-        meta: dict = {
-            # inline on the asset page: the leaderboard at each model's best dim, CIs, the winner marked
-            "leaderboard": table(compact_headline(headline)) if not headline.empty else "no results",
-            "recommended_retriever": (
-                f"hybrid:{recommended['dense_model']} at {recommended['dim']} dims, weight {recommended['weight']:.2f} "
-                f"(held-out dev MRR@10 {recommended['dev_mrr10']:.3f}, scope {recommended['scope']})" if recommended else "none (no dev-tuned hybrid)"
-            ),
-            "thread_mrr10_vs_base": table(improvement) if not improvement.empty else "no thread eval sets",
-            "hybrid_weights_chosen_on_dev": table(_full_dim(outputs.fusion)) if not outputs.fusion.empty else "no hybrid rows",
-            "training_platforms": ", ".join(platforms) or "unknown",
-            "skipped_models": ", ".join(skipped) if skipped else "none",
-            "rows": len(results),
-            "report": dg.MetadataValue.path(str(outputs.files["report"])),
-            "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
-            "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
-            # the long report (every dim, comparisons, method) without its relative image links
-            "report_details": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
-        }
-        context.add_output_metadata(meta)
-        return versioned_output(results)
+        outputs.results = label_results(outputs.results, platforms)
+        published = publish_report(outputs, model, storage.data_dir() / "reports")
+        replace_tables(storage.data_dir() / WAREHOUSE_FILE, {"eval_results": outputs.results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query, "eval_fusion": outputs.fusion})
+        context.add_output_metadata(_report_metadata(outputs, published, platforms=platforms, skipped=skipped))
+        return versioned_output(outputs.results)
 
     return eval_report
 
 
+def _report_metadata(outputs: EvaluationOutputs, published: PublishedReport, *, platforms: list[str], skipped: list[str]) -> dict:
+    headline = headline_frame(outputs.results)
+    recommended, improvement = published.recommended, published.improvement
+    return {
+        # inline on the asset page: the leaderboard at each model's best dim, CIs, the winner marked
+        "leaderboard": table(compact_headline(headline)) if not headline.empty else "no results",
+        "recommended_retriever": (
+            f"hybrid:{recommended['dense_model']} at {recommended['dim']} dims, weight {recommended['weight']:.2f} "
+            f"(held-out dev MRR@10 {recommended['dev_mrr10']:.3f}, scope {recommended['scope']})" if recommended else "none (no dev-tuned hybrid)"
+        ),
+        "thread_mrr10_vs_base": table(improvement) if not improvement.empty else "no thread eval sets",
+        "hybrid_weights_chosen_on_dev": table(_full_dim(outputs.fusion)) if not outputs.fusion.empty else "no hybrid rows",
+        "training_platforms": ", ".join(platforms) or "unknown",
+        "skipped_models": ", ".join(skipped) if skipped else "none",
+        "rows": len(outputs.results),
+        "report": dg.MetadataValue.path(str(outputs.files["report"])),
+        "model_card": dg.MetadataValue.path(str(published.model_card)),
+        "matryoshka_plot": png_md(outputs.files["matryoshka_plot"], "MRR@10 vs Matryoshka dim"),
+        "eval_set_bars": png_md(outputs.files["bars_plot"], "MRR@10 per eval set with 95% CIs"),
+        # the long report (every dim, comparisons, method) without its relative image links
+        "report_details": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
+    }
+
+
 def _full_dim(fusion: pd.DataFrame) -> pd.DataFrame:
     return fusion[fusion["dim"] == fusion.groupby("model")["dim"].transform("max")]
-
-
-def mark_protocols(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``protocol`` (how speakers are written in the own sets; None for external sets)."""
-    return results.assign(protocol=results["eval_set"].map(protocol_of))
-
-
-def mark_seen_platforms(results: pd.DataFrame, training_platforms: list[str]) -> pd.DataFrame:
-    """Add ``platform`` (of the eval source; None for external sets) and ``seen_in_training``."""
-    platform_of = {name: spec.platform for name, spec in SOURCES.items()}
-    out = results.copy()
-    out["platform"] = out["source"].map(platform_of)
-    out["seen_in_training"] = out["platform"].isin(training_platforms) & out["platform"].notna()
-    return out

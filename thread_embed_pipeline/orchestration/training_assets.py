@@ -6,24 +6,24 @@ from typing import Optional, Sequence
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, update_on_change, versioned_output
-from thread_embed_pipeline.assets.metadata import png_md, table, table_md
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, update_on_change, versioned_output
+from thread_embed_pipeline.orchestration.metadata import png_md, table, table_md
 from thread_embed_pipeline.evaluation.report import plot_loss_curve
 from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
-from thread_embed_pipeline.assets.keys import pairs_key
+from thread_embed_pipeline.orchestration.keys import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
 from thread_embed_pipeline.pairs import select_training_pairs
-from thread_embed_pipeline.resources import TrainerResource
+from thread_embed_pipeline.orchestration.resources import TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_model
+from thread_embed_pipeline.training import CPU_RECIPE, TrainingSettings, train_matryoshka_model
 
-# The CPU default: at most this many pairs, and at most DEFAULT_CPU_TIME_BUDGET_S seconds of training,
-# so the whole main job stays within 15 minutes on 2 cores with or without bf16 (README, timings).
+# The CPU default: at most this many pairs (and training.CPU_RECIPE's time budget), so the whole main
+# job keeps to its time target on 2 cores (README, timings).
 DEFAULT_CPU_PAIR_BUDGET = 4000
-DEFAULT_CPU_TIME_BUDGET_S = 240.0
+_CPU = CPU_RECIPE
 # The reference recipe's scale (200,000 pairs) lives in configs/full_recipe.yaml, for GPU runs.
 
 
@@ -47,34 +47,34 @@ class TrainingPairsConfig(dg.Config):
 
 
 class ModelConfig(dg.Config):
-    """Training hyper-parameters (defaults: the CPU recipe on the bundled all-MiniLM-L6-v2)."""
+    """Training hyper-parameters: the fields of training.TrainingSettings (documented there), with the
+    CPU recipe's defaults (training.CPU_RECIPE, on the bundled all-MiniLM-L6-v2), plus the checkpoint
+    folder's name and the Matryoshka weighting switch."""
 
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    base_model: str = _CPU.base_model
     model_name: str = "thread-embed-minilm"
-    matryoshka_dims: list[int] = [384, 256, 128, 64]
-    batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    epochs: float = 1.0
-    max_seq_length: int = 128
-    bf16: Optional[bool] = None
-    seed: int = 42
-    # "length_grouped" (default: ~30% less padding, so more pairs in the time budget), "no_duplicates",
-    # or "conversation_disjoint": no two pairs of one conversation per batch
-    batch_sampler: str = "length_grouped"
-    loss: str = "mnrl"  # or "cached_mnrl": GradCache, for batches of 128-512 in CPU memory
-    mini_batch_size: int = 32
+    matryoshka_dims: list[int] = list(_CPU.matryoshka_dims)
+    batch_size: int = _CPU.batch_size
+    gradient_accumulation_steps: int = _CPU.gradient_accumulation_steps
+    learning_rate: float = _CPU.learning_rate
+    warmup_ratio: float = _CPU.warmup_ratio
+    epochs: float = _CPU.epochs
+    max_seq_length: int = _CPU.max_seq_length
+    bf16: Optional[bool] = _CPU.bf16
+    seed: int = _CPU.seed
+    logging_steps: int = _CPU.logging_steps
+    batch_sampler: str = _CPU.batch_sampler  # "length_grouped", "no_duplicates" or "conversation_disjoint"
+    loss: str = _CPU.loss  # or "cached_mnrl": GradCache, for batches of 128-512 in CPU memory
+    mini_batch_size: int = _CPU.mini_batch_size
     matryoshka_weights: Optional[list[float]] = None  # one per dim; unset: see small_dims_weigh_more
     # with matryoshka_weights unset, the two smallest dims weigh 2 and 3 and the others 1 (64-dim
     # retention, docs/ablation.md); off: every dim weighs 1
     small_dims_weigh_more: bool = True
-    use_negatives: bool = False  # train on (anchor, positive, chat hard negative) triplets only
-    save_steps: Optional[int] = None  # checkpoint every N steps; a rerun resumes from the last one
-    # seconds of optimizer steps: the step count is sized from the step time measured in the first
-    # steps, so the main job keeps its 15 minutes on a CPU without bf16; None trains every pair
-    time_budget_s: Optional[float] = DEFAULT_CPU_TIME_BUDGET_S
-    frozen_layers: int = 0  # freeze the embeddings and the lowest N layers: cheaper steps
+    use_negatives: bool = _CPU.use_negatives  # train on (anchor, positive, chat hard negative) triplets only
+    save_steps: Optional[int] = _CPU.save_steps  # checkpoint every N steps; a rerun resumes from the last one
+    # seconds of optimizer steps, sized from the step time measured in the first steps; None trains every pair
+    time_budget_s: Optional[float] = _CPU.time_budget_s
+    frozen_layers: int = _CPU.frozen_layers  # freeze the embeddings and the lowest N layers: cheaper steps
 
     def settings(self) -> TrainingSettings:
         values = self.model_dump(exclude={"model_name", "small_dims_weigh_more"})
@@ -95,7 +95,7 @@ def model_metadata(summary: dict, loss_history: list[dict], settings: TrainingSe
     offered = pd.DataFrame({"pairs_by_source": summary["pairs_by_source"]}).rename_axis("source").reset_index()
     by_strategy = pd.DataFrame({"pairs_by_strategy": summary["pairs_by_strategy"]}).rename_axis("strategy").reset_index()
     losses = pd.DataFrame(loss_history, columns=["step", "loss", "elapsed_s"])
-    plot = plot_loss_curve(losses, paths.data_dir() / "model" / "loss_curve.png")  # beside model.json, the asset's own
+    plot = plot_loss_curve(losses, storage.data_dir() / "model" / "loss_curve.png")  # beside model.json, the asset's own
     final_loss = summary["final_loss"]
     return {
         "checkpoint_dir": dg.MetadataValue.path(str(output_dir)),

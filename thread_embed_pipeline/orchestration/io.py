@@ -16,7 +16,6 @@ from typing import Optional
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -24,29 +23,15 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline import paths
-from thread_embed_pipeline.assets.keys import stage_first
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.storage import atomic_write_bytes
+from thread_embed_pipeline.orchestration.keys import stage_first
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 
 
 def view_name(key_path: list[str]) -> str:
     return "__".join(key_path)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # temp files of this target left by a killed earlier write (never read by anyone)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
 
 
 def replace_tables(db_path: Path, frames: dict[str, pd.DataFrame]) -> None:
@@ -79,7 +64,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     optional_paths: bool = False
 
     def _base(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else paths.data_dir()
+        return Path(self.base_dir) if self.base_dir else storage.data_dir()
 
     def _path(self, key: dg.AssetKey, suffix: str) -> Path:
         return self._base().joinpath(*stage_first(key.path)).with_suffix(suffix)

@@ -1,4 +1,4 @@
-"""Where the project keeps its data, models and the default dataset mirror.
+"""Where the project keeps its data, models and the default dataset mirror, and how it replaces files (atomically).
 
 Everything is relative to the project root unless an environment variable says otherwise, so no
 machine-specific path is ever written into the repository.
@@ -7,6 +7,9 @@ machine-specific path is ever written into the repository.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +55,37 @@ def max_files_per_folder() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"THREAD_EMBED_MAX_FILES_PER_FOLDER must be a positive integer, got {value!r}")
     return int(value)
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write to; renamed onto ``path`` when the block succeeds.
+
+    The one way this project replaces a file: a reader sees the old version or the new one, never a
+    half-written file. On failure the temporary file is removed and ``path`` is untouched; after a
+    success, temporary files of the same target left by a killed earlier write are removed too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path | str, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` fills a temporary file, which then replaces ``path`` (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends) atomically."""
+    return atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))

@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from thread_embed_pipeline.assets.automation import UPDATE_ON_CHANGE, versioned_output
-from thread_embed_pipeline.assets.keys import corpus_key, pairs_key, raw_key, upstream_key
-from thread_embed_pipeline.assets.source_assets import PairsConfig, TextConfig, pair_builder_settings, pairs_metadata, text_metadata
-from thread_embed_pipeline.resources import ChatSourcesResource
+from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
+from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key, raw_key, upstream_key
+from thread_embed_pipeline.orchestration.source_assets import PairsConfig, TextConfig, pair_builder_settings, pairs_metadata, text_metadata
+from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES, HfSourceSpec
@@ -60,6 +60,25 @@ def _staging(chat_sources: ChatSourcesResource) -> Path:
     return folder
 
 
+def _raw_metadata(spec: HfSourceSpec, resolved, stats: dict, sampling) -> dict:
+    return {
+        "dataset": spec.dataset.repo_id,
+        "revision": spec.dataset.revision,
+        "license": spec.license,
+        "provenance": spec.provenance,
+        "origin": resolved.origin,
+        "data_files/available": resolved.available,
+        "data_files/read": len(resolved.paths),
+        "units_read": stats["units_read"],
+        "units_kept": stats["units_kept"],
+        "read": stats["read"],
+        "kept": stats["kept"],
+        "dropped_total": 0,
+        **{f"record_type/{k}": v for k, v in stats["by_record_type"].items()},
+        **sampling.as_metadata(),
+    }
+
+
 def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition]:
     name = spec.name
     default = spec.default_sampling
@@ -95,24 +114,7 @@ def build_streamed_source_assets(spec: HfSourceSpec) -> list[dg.AssetsDefinition
             raise dg.Failure(description=f"{name}: {err}", metadata={"source": name, "dataset": spec.dataset.repo_id}) from err
         if stats["read"] == 0:
             raise dg.Failure(description=f"{name}: the sample of {resolved.paths} holds no records (units read {stats['units_read']}); widen the sampling")
-        context.add_output_metadata(
-            {
-                "dataset": spec.dataset.repo_id,
-                "revision": spec.dataset.revision,
-                "license": spec.license,
-                "provenance": spec.provenance,
-                "origin": resolved.origin,
-                "data_files/available": resolved.available,
-                "data_files/read": len(resolved.paths),
-                "units_read": stats["units_read"],
-                "units_kept": stats["units_kept"],
-                "read": stats["read"],
-                "kept": stats["kept"],
-                "dropped_total": 0,
-                **{f"record_type/{k}": v for k, v in stats["by_record_type"].items()},
-                **sampling.as_metadata(),
-            }
-        )
+        context.add_output_metadata(_raw_metadata(spec, resolved, stats, sampling))
         return versioned_output(out)
 
     @dg.asset(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from thread_embed_pipeline import paths
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.evaluation.runner import ApiSettings
 
 
 class ChatSourcesResource(dg.ConfigurableResource):
@@ -25,7 +26,7 @@ class ChatSourcesResource(dg.ConfigurableResource):
     max_files_per_folder: Optional[int] = None
 
     def cache_path(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else paths.data_dir() / "downloads"
+        return Path(self.cache_dir) if self.cache_dir else storage.data_dir() / "downloads"
 
     def mirror_path(self) -> Path | None:
         return Path(self.mirror_dir) if self.mirror_dir else None
@@ -39,7 +40,7 @@ class TrainerResource(dg.ConfigurableResource):
     hf_hub_offline: bool = True
 
     def models_path(self) -> Path:
-        return Path(self.models_dir) if self.models_dir else paths.models_dir()
+        return Path(self.models_dir) if self.models_dir else storage.models_dir()
 
     def apply_environment(self) -> None:
         import os
@@ -58,3 +59,7 @@ class EmbeddingApisResource(dg.ConfigurableResource):
     voyage_api_key: Optional[str] = None
     openai_base_url: Optional[str] = None
     voyage_base_url: Optional[str] = None
+
+    def settings(self) -> ApiSettings:
+        """The same fields as the work side's :class:`~thread_embed_pipeline.evaluation.runner.ApiSettings`."""
+        return ApiSettings(**{name: getattr(self, name) for name in ApiSettings.__dataclass_fields__})
