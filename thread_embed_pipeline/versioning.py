@@ -25,7 +25,7 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "2",  # (v2: streamed sources, HF parsers)
+    "raw": "3",  # (v2: streamed sources, HF parsers; v3: shared parser helpers in sources/parsing.py)
     "corpus": "2",  # (v2: one conversation id per thread, row accounting)
     "text": "1",  # pseudonyms, mentions, redaction, bot and short-conversation drops
     "pairs": "2",  # (v2: built from text/<source>)
@@ -37,7 +37,7 @@ CODE_VERSIONS: dict[str, str] = {
 
 # The modules (relative to the package) whose code decides what each stage writes.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "streaming.py", "schemas.py"),
+    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "streaming.py", "schemas.py"),
     "corpus": ("corpus.py", "streaming.py", "schemas.py"),
     "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py"),
     "pairs": ("pairs.py", "hard_negatives.py", "schemas.py"),

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     import dagster as dg
     import pandas as pd
@@ -42,9 +42,10 @@ CHILD = textwrap.dedent(
             time.sleep(600)
         pd.DataFrame.to_parquet = stalled
     assets = build_source_assets(SOURCES["slack_dev_chats"])
+    os.environ["THREAD_EMBED_DATA_DIR"] = data
     result = dg.materialize(
         assets,
-        resources={"io_manager": ParquetIOManager(base_dir=data), "chat_sources": ChatSourcesResource(mirror_dir=mirror, max_files_per_folder=1)},
+        resources={"io_manager": ParquetIOManager(), "chat_sources": ChatSourcesResource(mirror_dir=mirror, max_files_per_folder=1)},
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),
     )
     print("OK" if result.success else "FAILED", flush=True)

@@ -12,7 +12,7 @@ from thread_embed_pipeline.corpus import build_corpus, file_stem, gold_clusters
 from thread_embed_pipeline.schemas import hash_fraction, hash_split
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, SPLITS
 from thread_embed_pipeline.sources import SOURCES, ensure_source_files
-from thread_embed_pipeline.sources.annot import raw_frame
+from thread_embed_pipeline.sources.parsing import raw_frame
 from thread_embed_pipeline.sources.irc import parse_irc
 
 from .test_sources import IRC_ANN_REL, IRC_REL, write_irc

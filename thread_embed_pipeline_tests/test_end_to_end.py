@@ -67,8 +67,8 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
     hf_fixtures.write_all(mirror)
     with FakeEmbeddingServer() as server:
         resources = {
-            "io_manager": ParquetIOManager(base_dir=str(base / "data")),
-            OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(base / "data"), optional_paths=True),
+            "io_manager": ParquetIOManager(),
+            OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror), max_files_per_folder=1),
             "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
             "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),
@@ -76,7 +76,7 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
         instance = dg.DagsterInstance.ephemeral()
         assets = list(defs.assets)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("THREAD_EMBED_DATA_DIR", str(base / "data"))  # reports, exports and the embedding cache
+            patch.setenv("THREAD_EMBED_DATA_DIR", str(base / "data"))  # the IO manager's files, reports, exports, the embedding cache
             result = dg.materialize([*assets, *defs.asset_checks], instance=instance, resources=resources, run_config=_run_config(tiny_model_dir))
             yield instance, resources, result, base, assets, server
 

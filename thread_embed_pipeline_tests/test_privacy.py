@@ -106,8 +106,8 @@ def privacy_run(tmp_path_factory, tiny_model_dir):
         _fixture_corpus(name, spec.platform).to_parquet(data / "corpus" / f"{name}.parquet", index=False)
     defs = build_definitions(external_eval_sets=[])
     resources = {
-        "io_manager": ParquetIOManager(base_dir=str(data)),
-        OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True),
+        "io_manager": ParquetIOManager(),
+        OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
         "chat_sources": ChatSourcesResource(mirror_dir=str(base / "no-mirror")),
         "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
         "embedding_apis": EmbeddingApisResource(),

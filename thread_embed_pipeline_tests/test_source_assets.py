@@ -2,7 +2,6 @@
 
 import shutil
 
-import dagster as dg
 import pytest
 
 from thread_embed_pipeline.orchestration.source_assets import build_source_assets
@@ -10,13 +9,15 @@ from thread_embed_pipeline.sources.registry import slice_files
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.registry import get_source
+from thread_embed_pipeline_tests.runs import materialize_in
 
 
 def _materialize_raw(tmp_path, mirror_dir, name="discord_disco"):
     raw = build_source_assets(get_source(name))[0]
-    return dg.materialize(
+    return materialize_in(
+        tmp_path / "data",
         [raw],
-        resources={"io_manager": ParquetIOManager(base_dir=str(tmp_path / "data")), "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_dir), verify_checksums=False)},
+        resources={"io_manager": ParquetIOManager(), "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_dir), verify_checksums=False)},
         raise_on_error=False,
     )
 

@@ -23,7 +23,8 @@ from thread_embed_pipeline.sources import (
     ensure_source_files,
     get_source,
 )
-from thread_embed_pipeline.sources.annot import parse_annot, undo_backslash_escapes
+from thread_embed_pipeline.sources.annot import parse_annot
+from thread_embed_pipeline.sources.parsing import undo_backslash_escapes
 from thread_embed_pipeline.sources.chat_xml import parse_chat_xml
 from thread_embed_pipeline.sources.irc import parse_irc
 

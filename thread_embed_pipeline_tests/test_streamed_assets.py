@@ -19,6 +19,7 @@ from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline_tests.runs import materialize_in
 
 from . import hf_fixtures as F
 
@@ -68,10 +69,11 @@ def _chain_checks(name: str):
 
 
 def _materialize(tmp_path: Path, mirror: Path | None, name: str, run_config: dict | None = None):
-    return dg.materialize(
+    return materialize_in(
+        tmp_path / "data",
         [*build_streamed_source_assets(HF_SOURCES[name]), *_chain_checks(name)],
         resources={
-            "io_manager": ParquetIOManager(base_dir=str(tmp_path / "data")),
+            "io_manager": ParquetIOManager(),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror) if mirror else None, cache_dir=str(tmp_path / "cache")),
         },
         run_config=run_config,
@@ -122,9 +124,10 @@ def _training_pairs_run(tmp_path, config: dict, pairs_by_source: dict[str, pd.Da
         frame.to_parquet(data / "pairs" / f"{name}.parquet")
     eval_sets.to_parquet(data / "eval_sets.parquet")
     upstream = [dg.SourceAsset(dg.AssetKey([n, "pairs"])) for n in ALL_SOURCES] + [dg.SourceAsset(dg.AssetKey("eval_sets"))]
-    return dg.materialize(
+    return materialize_in(
+        data,
         [training_pairs, *upstream],
-        resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True)},
+        resources={"io_manager": ParquetIOManager(), OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True)},
         run_config={"ops": {"training_pairs": {"config": config}}},
         raise_on_error=False,
     )
@@ -170,9 +173,10 @@ def test_training_pairs_takes_selected_streamed_sources_and_decontaminates_them(
     for name, frame in gold.items():
         (data / "pairs").mkdir(exist_ok=True)
         frame.to_parquet(data / "pairs" / f"{name}.parquet")
-    result = dg.materialize(
+    result = materialize_in(
+        data,
         [build_training_pairs_asset(()), *[dg.SourceAsset(dg.AssetKey([n, "pairs"])) for n in SOURCES], dg.SourceAsset(dg.AssetKey("eval_sets"))],
-        resources={"io_manager": ParquetIOManager(base_dir=str(data)), OPTIONAL_INPUT_LOADER: ParquetIOManager(base_dir=str(data), optional_paths=True)},
+        resources={"io_manager": ParquetIOManager(), OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True)},
         run_config={"ops": {"training_pairs": {"config": {"budget": 100, "streamed_sources": ["ubuntu_irc"]}}}},
         raise_on_error=False,
     )

@@ -3,15 +3,14 @@
 Out-of-core assets return the ``Path`` of a Parquet file they streamed; it is moved into place, and
 a consumer that annotates its input as ``Path`` gets the stored file's path instead of a DataFrame.
 
-Files live at ``<base_dir>/<storage path>.parquet``: the asset key's path, except that a source's
-stages (keys ``<source>/<stage>``) are stored stage-first, ``<base_dir>/corpus/<source>.parquet``,
+Files live at ``<data dir>/<storage path>.parquet`` (``storage.data_dir()``: ``data/`` or ``THREAD_EMBED_DATA_DIR``): the asset key's path, except that a source's
+stages (keys ``<source>/<stage>``) are stored stage-first, ``<data dir>/corpus/<source>.parquet``,
 so that one stage's files sit together and the layout of earlier releases stays valid. Every write goes to a temporary file that is
 renamed into place, so a killed run leaves the previous version intact. After each write the
-DuckDB database ``<base_dir>/warehouse.duckdb`` gets a view named after the asset key
+DuckDB database ``<data dir>/warehouse.duckdb`` gets a view named after the asset key
 (``corpus__irc_disentangle``, ``training_pairs``...) so every stage can be queried with SQL.
 """
 
-from typing import Optional
 
 import json
 import os
@@ -56,15 +55,16 @@ def refresh_view(base_dir: Path, name: str, parquet_path: Path) -> None:
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Parquet per DataFrame asset, JSON per dict asset, under base_dir (default: data/); per-source stages stored stage-first (data/corpus/<source>.parquet)."""
+    """Parquet per DataFrame asset, JSON per dict asset, in the data folder (storage.data_dir(): data/ or
+    THREAD_EMBED_DATA_DIR, the one setting every asset's side files use too); per-source stages stored
+    stage-first (data/corpus/<source>.parquet)."""
 
-    base_dir: Optional[str] = None
     # for optional inputs (streamed sources' pairs): an input loads as the stored file's Path, read
     # only if the consumer needs it, and as None when the asset was never materialised
     optional_paths: bool = False
 
     def _base(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else storage.data_dir()
+        return storage.data_dir()
 
     def _path(self, key: dg.AssetKey, suffix: str) -> Path:
         return self._base().joinpath(*stage_first(key.path)).with_suffix(suffix)

@@ -36,7 +36,7 @@ from xml.parsers import expat
 import numpy as np
 import pandas as pd
 
-from .annot import concat_columns, raw_frame, undo_backslash_escapes
+from .parsing import concat_columns, raw_frame, undo_backslash_escapes
 from .errors import MIRROR_HINT, SourceDataError, SourceParseError
 
 _FIELDS = ("ts", "user", "text")

@@ -49,7 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .annot import concat_columns, raw_frame, read_lines, read_lines_checked
+from .parsing import concat_columns, raw_frame, read_lines, read_lines_checked
 from .errors import MIRROR_HINT, SourceDataError, SourceParseError
 
 TEXT_SUFFIX = ".ascii.txt"
