@@ -27,7 +27,7 @@ import numpy as np
 
 from thread_embed_pipeline import storage
 from thread_embed_pipeline.storage import atomic_write_text
-from thread_embed_pipeline.evaluation.embedders import truncate_and_normalize
+from thread_embed_pipeline.evaluation.embedders import model_fingerprint, truncate_and_normalize
 from thread_embed_pipeline.evaluation.fusion import convex_fuse
 from thread_embed_pipeline.evaluation.retrieval import bm25_index, bm25_query_tokens, bm25_scores
 
@@ -69,6 +69,12 @@ class HybridRetriever:
             tried = " or ".join(str(c) for c in candidates)
             raise FileNotFoundError(f"no {SETTINGS_FILE} at {tried}: run eval_report (it chooses the weight on dev) or pass weight= to HybridRetriever")
         recorded = json.loads(path.read_text(encoding="utf-8"))
+        expected = recorded.get("model_fingerprint")
+        if expected and Path(checkpoint_dir).is_dir() and model_fingerprint(checkpoint_dir) != expected:
+            raise ValueError(
+                f"{path} holds the weight chosen for another checkpoint than {checkpoint_dir} (its model fingerprint differs): "
+                "run eval_report on this checkpoint, or pass settings= or weight="
+            )
         kwargs = {"weight": recorded["weight"], "dim": recorded.get("dim"), **overrides}
         return cls(load_sentence_model(str(checkpoint_dir), device=device), **kwargs)
 
@@ -100,8 +106,14 @@ class HybridRetriever:
         return [(int(i), float(fused[i])) for i in top]
 
 
-def write_retriever_settings(folder: str | Path, *, weight: float, dim: int, chosen_on: str, scope: str) -> Path:
-    """Record the dev-chosen fusion weight as ``<folder>/hybrid_retriever.json`` (read by :meth:`HybridRetriever.from_checkpoint`)."""
+def write_retriever_settings(
+    folder: str | Path, *, weight: float, dim: int, chosen_on: str, scope: str, fingerprint: str | None = None
+) -> Path:
+    """Record the dev-chosen fusion weight as ``<folder>/hybrid_retriever.json`` (read by
+    :meth:`HybridRetriever.from_checkpoint`, which refuses it for a checkpoint whose
+    ``evaluation.embedders.model_fingerprint`` is not ``fingerprint``)."""
     path = Path(folder) / SETTINGS_FILE
     payload = {"weight": float(weight), "dim": int(dim), "chosen_on": chosen_on, "scope": scope, "fusion": "weight * z(dense cosine) + (1 - weight) * z(bm25)"}
+    if fingerprint:
+        payload["model_fingerprint"] = fingerprint
     return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -25,8 +25,8 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "3",  # (v2: streamed sources, HF parsers; v3: shared parser helpers in sources/parsing.py)
-    "corpus": "2",  # (v2: one conversation id per thread, row accounting)
+    "raw": "3",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py)
+    "corpus": "2",  # (v2: catches up with corpus changes made before the guard test)
     "text": "1",  # pseudonyms, mentions, redaction, bot and short-conversation drops
     "pairs": "2",  # (v2: built from text/<source>)
     "eval_sets": "2",  # (v2: protocols, dev split)
@@ -39,9 +39,9 @@ CODE_VERSIONS: dict[str, str] = {
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "streaming.py", "schemas.py"),
     "corpus": ("corpus.py", "streaming.py", "schemas.py"),
-    "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py"),
+    "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py", "schemas.py"),
     "pairs": ("pairs.py", "hard_negatives.py", "schemas.py"),
-    "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py"),
+    "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "training_pairs": ("pairs.py",),
     "model": ("training.py", "batching.py"),
     "eval_report": (

@@ -60,3 +60,16 @@ def test_from_checkpoint_finds_the_eval_reports_settings_or_an_explicit_file(tin
     other = write_retriever_settings(tmp_path / "elsewhere", weight=0.2, dim=16, chosen_on="dev", scope="per_set")
     retriever = HybridRetriever.from_checkpoint(tiny_model_dir, settings=other, device="cpu")
     assert (retriever.weight, retriever.dim) == (0.2, 16)
+
+
+def test_from_checkpoint_refuses_a_weight_chosen_for_another_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from thread_embed_pipeline.evaluation.embedders import model_fingerprint
+
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    reports = tmp_path / "data" / "reports"
+    write_retriever_settings(reports, weight=0.6, dim=8, chosen_on="dev", scope="global", fingerprint=model_fingerprint(tiny_model_dir))
+    assert json.loads((reports / SETTINGS_FILE).read_text())["model_fingerprint"] == model_fingerprint(tiny_model_dir)
+    assert HybridRetriever.from_checkpoint(tiny_model_dir, device="cpu").weight == 0.6  # the checkpoint it was chosen for
+    write_retriever_settings(reports, weight=0.6, dim=8, chosen_on="dev", scope="global", fingerprint="0" * 64)
+    with pytest.raises(ValueError, match="another checkpoint"):
+        HybridRetriever.from_checkpoint(tiny_model_dir, device="cpu")

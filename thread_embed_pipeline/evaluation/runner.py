@@ -11,17 +11,15 @@ its weight is tuned per (model, dim) on the dev queries, never on the eval (test
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from thread_embed_pipeline.schemas import Log
-
-from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 from thread_embed_pipeline.evaluation.api_embedders import build_embedder
-from thread_embed_pipeline.evaluation.embedders import Embedder
+from thread_embed_pipeline.evaluation.embedders import Embedder, model_fingerprint
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import protocol_of
 from thread_embed_pipeline.evaluation.report import improvement_summary, plot_eval_set_bars, plot_matryoshka, report_markdown
@@ -29,10 +27,10 @@ from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEval
 from thread_embed_pipeline.model_card import write_model_card
 from thread_embed_pipeline.search import write_retriever_settings
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.schemas import OWN_EVAL_SET
 from thread_embed_pipeline.evaluation.retrieval import prepare_sets, rank_retrieval, pool_scores, summarize
 from thread_embed_pipeline.evaluation.statistics import compare_models
-
+from thread_embed_pipeline.schemas import OWN_EVAL_SET, Log
+from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 
 NO_DEV_SETS_NOTE = (
     "no dev sets: the score-fusion hybrid needs a dev split to choose its weight; only RRF rows"
@@ -74,8 +72,6 @@ class ApiSettings:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
         """Every field from its variable (:data:`API_ENVIRONMENT`); unset or empty is None."""
-        import os
-
         environ = os.environ if environ is None else environ
         return cls(**{name: environ.get(variable) or None for name, variable in API_ENVIRONMENT.items()})
 
@@ -228,7 +224,14 @@ def publish_report(outputs: EvaluationOutputs, model_summary: Mapping, out_dir: 
     tuned = recommended_hybrid(outputs.fusion[outputs.fusion["model"] == "fine_tuned"], eval_set=OWN_EVAL_SET) if not outputs.fusion.empty else None
     settings = None
     if tuned is not None:
-        settings = write_retriever_settings(out_dir, weight=tuned["weight"], dim=tuned["dim"], chosen_on="dev split, pseudonymised protocol", scope=tuned["scope"])
+        settings = write_retriever_settings(
+            out_dir,
+            weight=tuned["weight"],
+            dim=tuned["dim"],
+            chosen_on="dev split, pseudonymised protocol",
+            scope=tuned["scope"],
+            fingerprint=model_fingerprint(model_summary["checkpoint_dir"]),  # the weight belongs to this checkpoint
+        )
     card = write_model_card(dict(model_summary), out_dir / "model_card.md", report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
     return PublishedReport(improvement=improvement, recommended=recommended, model_card=card, retriever_settings=settings)
 
