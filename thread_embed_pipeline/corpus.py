@@ -1,8 +1,10 @@
 """raw -> corpus: group messages into conversations, drop what is not a chat message.
 
-``build_corpus`` turns a raw table (``schemas.RAW_COLUMNS``) into corpus rows
-(``schemas.CORPUS_COLUMNS``) plus an accounting dict ``{"read", "kept", "dropped": {reason: n}}``
-with ``read == kept + sum(dropped) == len(raw)``.
+One builder for every source: :func:`corpus_table` turns a raw Arrow table (``schemas.RAW_SCHEMA``)
+into corpus rows (``schemas.CORPUS_SCHEMA``) plus an accounting dict ``{"read", "kept", "dropped":
+{reason: n}}`` with ``read == kept + sum(dropped) == len(raw)``. A file source's whole raw table is
+one piece; a streamed source's raw Parquet is fed piece by piece (``streaming.build_corpus_stream``,
+pieces never split an upstream record). :func:`build_corpus` is the same builder for a pandas frame.
 
 Conversations:
 
@@ -17,16 +19,18 @@ The file stem is the path without a leading ``data/`` and without the ``.ascii.t
 ``.annotation.txt`` / ``.xml.out`` / ``.xml`` / ``.annot`` / ``.txt`` suffix
 (``data/racket/2017/merged-racket-general.xml`` -> ``racket/2017/merged-racket-general``).
 
-Drops, in this order (each row is counted once, under the first reason that applies):
-``duplicate`` (same file + message_id seen before), ``system``, ``context``, ``malformed``,
-``invalid_encoding`` (a line that is not valid UTF-8), ``empty_text`` (nothing left after
-stripping whitespace), ``too_long`` (more than ``MAX_MESSAGE_CHARS`` characters: a paste, not chat).
+Drops (:data:`DROP_REASONS`, the one table of them), in this order (each row is counted once,
+under the first reason that applies): ``duplicate`` (same file + message_id seen before),
+``system``, ``context``, ``malformed``, ``invalid_encoding`` (a line that is not valid UTF-8),
+``empty_text`` (nothing left after stripping whitespace), ``too_long`` (more than
+``MAX_MESSAGE_CHARS`` characters: a paste, not chat).
 
-``message_idx`` is the 0-based file order inside the conversation, after drops. ``reply_to`` is
-the ``message_idx`` of the latest gold parent (largest message_id) that is kept and is not the
-message itself, else null. ``split`` is ``split_hint`` where the raw row has one, else a stable
-hash split: the first 8 bytes of sha256(conversation_id) as a fraction of 2**64, compared with
-the cumulative ``split_fractions`` (train, dev, test). A conversation never spans splits.
+Rows are sorted by ``conversation_id``, then file and message_id. ``message_idx`` is the 0-based
+file order inside the conversation, after drops. ``reply_to`` is the ``message_idx`` of the latest
+gold parent (largest message_id) that is kept and is not the message itself, else null. ``split``
+is ``split_hint`` where the raw row has one, else a stable hash split: the first 8 bytes of
+sha256(conversation_id) as a fraction of 2**64, compared with the cumulative ``split_fractions``
+(train, dev, test). A conversation never spans splits.
 """
 
 from __future__ import annotations
@@ -35,15 +39,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, RAW_COLUMNS, SPLITS, hash_splits, missing_columns
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, RAW_COLUMNS, RAW_SCHEMA, SPLITS, hash_splits, missing_columns
 
-DROP_REASONS: tuple[str, ...] = ("duplicate", "system", "context", "malformed", "invalid_encoding", "empty_text", "too_long")
 # a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
 MAX_MESSAGE_CHARS = 20_000
+# the record types a parser may emit; every one but "message" is a drop reason of its own
+RECORD_TYPES: tuple[str, ...] = ("message", "system", "context", "malformed", "invalid_encoding")
+# the drop reasons in the order they are tried: a row counts under the first that applies
+DROP_REASONS: tuple[str, ...] = ("duplicate", *RECORD_TYPES[1:], "empty_text", "too_long")
 _STEM_SUFFIXES = (".ascii.txt", ".annotation.txt", ".xml.out", ".xml", ".annot", ".txt")
+_NO_ID = np.iinfo(np.int64).max
 
 
 def file_stem(path: str) -> str:
@@ -62,33 +72,192 @@ def _check_fractions(split_fractions: Sequence[float]) -> None:
         raise ValueError(f"split_fractions must sum to 1, got {split_fractions!r} (sum {sum(split_fractions)})")
 
 
+class _Links:
+    """The reply links of a raw table: one (child row, parent row, parent message_id) per listed
+    parent that names a row of the same file (its first occurrence, when an id repeats)."""
+
+    def __init__(self, fcode: np.ndarray, mids: np.ndarray, parent_ids: pa.ChunkedArray | pa.Array) -> None:
+        n = len(mids)
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(parent_ids), 0), dtype=np.int64)
+        child = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        parent_mid = np.asarray(pc.list_flatten(parent_ids), dtype=np.int64)
+        first = ~pd.DataFrame({"f": fcode, "m": mids}).duplicated(keep="first").to_numpy()
+        index = pd.MultiIndex.from_arrays([fcode[first], mids[first]])
+        found = index.get_indexer(pd.MultiIndex.from_arrays([fcode[child], parent_mid])) if len(child) else np.zeros(0, np.int64)
+        ok = found >= 0
+        self.n = n
+        self.child = child[ok]
+        self.parent = np.flatnonzero(first)[found[ok]]
+        self.parent_mid = parent_mid[ok]
+
+    def components(self, nodes: np.ndarray) -> np.ndarray:
+        """A component label per row, over the links between rows where ``nodes`` is True."""
+        ok = nodes[self.child] & nodes[self.parent]
+        graph = coo_matrix((np.ones(int(ok.sum()), dtype=np.int8), (self.child[ok], self.parent[ok])), shape=(self.n, self.n))
+        return connected_components(graph, directed=True, connection="weak")[1].astype(np.int64)
+
+
+def _codes(column) -> tuple[np.ndarray, list]:
+    """Integer codes of a string column that sort like its values, and the sorted distinct values."""
+    enc = pc.dictionary_encode(column)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    values = enc.dictionary
+    order = np.asarray(pc.sort_indices(values), dtype=np.int64)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    return rank[np.asarray(enc.indices, dtype=np.int64)], [values[int(i)].as_py() for i in order]
+
+
+def _as_raw_table(raw: pa.Table | pd.DataFrame) -> pa.Table:
+    columns = raw.column_names if isinstance(raw, pa.Table) else raw.columns
+    missing = missing_columns(columns, RAW_COLUMNS)
+    if missing:
+        raise ValueError(f"raw table lacks columns {missing}")
+    if isinstance(raw, pd.DataFrame):
+        frame = raw[list(RAW_COLUMNS)].reset_index(drop=True)
+        frame = frame.assign(parent_ids=frame["parent_ids"].map(lambda p: [int(x) for x in p] if p is not None else []))
+        return pa.Table.from_pandas(frame, schema=RAW_SCHEMA, preserve_index=False)
+    return raw.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
+
+
+def corpus_table(raw: pa.Table | pd.DataFrame, *, source: str, platform: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[pa.Table, dict]:
+    """Corpus rows (``CORPUS_SCHEMA``, sorted by conversation_id, message_idx) of one raw piece, and the accounting."""
+    _check_fractions(split_fractions)
+    table = _as_raw_table(raw)
+    n = table.num_rows
+    fcode, files = _codes(table.column("file"))
+    mids = np.asarray(table.column("message_id"), dtype=np.int64)
+    rtype = np.asarray(table.column("record_type").to_numpy(zero_copy_only=False), dtype=object)
+
+    # --- drops: the first reason of DROP_REASONS that applies --------------------------------
+    text = pc.utf8_trim_whitespace(table.column("text"))
+    length = np.asarray(pc.fill_null(pc.utf8_length(text), 0), dtype=np.int64)
+    conditions = {
+        "duplicate": pd.DataFrame({"f": fcode, "m": mids}).duplicated(keep="first").to_numpy(),
+        **{kind: rtype == kind for kind in RECORD_TYPES[1:]},
+        "empty_text": length == 0,
+        "too_long": length > MAX_MESSAGE_CHARS,
+    }
+    taken = np.zeros(n, dtype=bool)
+    dropped = {}
+    for reason in DROP_REASONS:
+        hit = conditions[reason] & ~taken
+        dropped[reason] = int(hit.sum())
+        taken |= hit
+    keep = ~taken
+    unknown = keep & (rtype != "message")
+    if unknown.any():
+        raise ValueError(f"unknown record_type values {sorted(set(map(str, rtype[unknown])))}")
+
+    # --- conversations: the upstream key, else the component's smallest annotated message_id ---
+    stems = pa.array([file_stem(f) for f in files], pa.string()).take(pa.array(fcode))
+    keys = table.column("conversation_key")
+    keyed = np.asarray(pc.is_valid(keys), dtype=bool)
+    links = _Links(fcode, mids, table.column("parent_ids"))
+    labels = links.components(~keyed)
+    annotated = ~keyed & (rtype != "context")
+    first = pd.Series(np.where(annotated, mids, _NO_ID)).groupby(labels).transform("min").to_numpy()
+    thread = pc.if_else(pa.array(keyed), pc.cast(keys, pa.string()), pc.cast(pa.array(first), pa.string()))
+    conv = pc.binary_join_element_wise(pa.scalar(source, pa.string()), stems, thread, "/")
+    if isinstance(conv, pa.ChunkedArray):
+        conv = conv.combine_chunks()
+
+    # --- kept rows in (conversation, file, message_id) order; message_idx ---------------------
+    kidx = np.flatnonzero(keep)
+    conv_code, _ = _codes(conv.take(pa.array(kidx)))
+    conv_of = np.full(n, -1, dtype=np.int64)
+    conv_of[kidx] = conv_code
+    order = kidx[np.lexsort((mids[kidx], fcode[kidx], conv_of[kidx]))]
+    m = len(order)
+    new_group = np.ones(m, dtype=bool)
+    new_group[1:] = conv_of[order[1:]] != conv_of[order[:-1]]
+    starts = np.flatnonzero(new_group)
+    message_idx = np.arange(m) - np.repeat(starts, np.diff(np.append(starts, m)))
+    idx_of = np.full(n, -1, dtype=np.int64)
+    idx_of[order] = message_idx
+
+    # --- reply_to: the latest kept parent of the same conversation, not the message itself -----
+    child, parent = links.child, links.parent
+    ok = keep[child] & keep[parent] & (parent != child) & (conv_of[child] == conv_of[parent])
+    reply = np.full(n, -1, dtype=np.int64)
+    if ok.any():
+        c, p, pm = child[ok], parent[ok], links.parent_mid[ok]
+        last = np.lexsort((pm, c))  # by child, then parent message_id: the last of each child wins
+        c, p = c[last], p[last]
+        is_last = np.append(c[1:] != c[:-1], True)
+        reply[c[is_last]] = idx_of[p[is_last]]
+    reply = reply[order]
+
+    # --- split: upstream's where given, else the stable hash of the conversation id ------------
+    take = pa.array(order)
+    conv_sorted = conv.take(take)
+    split = table.column("split_hint").take(take).combine_chunks()
+    need = pc.is_null(split)
+    if pc.any(need).as_py():
+        needed = pc.dictionary_encode(conv_sorted.filter(need))
+        hashed = pa.array(hash_splits(needed.dictionary.to_pylist(), split_fractions), pa.string()).take(needed.indices)
+        split = pc.replace_with_mask(split, need, hashed)
+    out = pa.table(
+        {
+            "conversation_id": conv_sorted,
+            "source": pa.array([source] * m, pa.string()),
+            "platform": pa.array([platform] * m, pa.string()),
+            "channel": table.column("channel").take(take),
+            "message_idx": pa.array(message_idx, pa.int64()),
+            "timestamp": table.column("timestamp").take(take),
+            "author": table.column("author").take(take),
+            "text": text.take(take),
+            "reply_to": pa.array(reply, pa.int64(), mask=reply < 0),
+            "split": split,
+        },
+        schema=CORPUS_SCHEMA,
+    )
+    accounting = {"read": n, "kept": m, "dropped": dropped}
+    assert accounting["read"] == accounting["kept"] + sum(dropped.values())
+    return out, accounting
+
+
+def corpus_frame(table: pa.Table) -> pd.DataFrame:
+    """A corpus table as the pandas stages take it (object strings, nullable ``reply_to``)."""
+    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return frame.astype(
+        {
+            "conversation_id": object,
+            "source": object,
+            "platform": object,
+            "channel": object,
+            "message_idx": "int64",
+            "timestamp": "datetime64[ns]",
+            "author": object,
+            "text": object,
+            "reply_to": "Int64",
+            "split": object,
+        }
+    )[list(CORPUS_COLUMNS)]
+
+
+def build_corpus(
+    raw: pd.DataFrame,
+    *,
+    source: str,
+    platform: str,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`corpus_table` of a raw pandas frame, as a pandas frame."""
+    table, accounting = corpus_table(raw, source=source, platform=platform, split_fractions=split_fractions)
+    return corpus_frame(table), accounting
+
+
 def link_components(raw: pd.DataFrame) -> np.ndarray:
     """Component label (int) per row of ``raw`` from the ``parent_ids`` links within each file.
 
     Parents that name no row of the same file are ignored. Rows are nodes; labels are arbitrary.
     """
-    n = len(raw)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    files = pd.factorize(raw["file"])[0].astype(np.int64)
-    mids = raw["message_id"].to_numpy(dtype=np.int64)
-    lengths = raw["parent_ids"].map(len).to_numpy()
-    child = np.repeat(np.arange(n), lengths)
-    if len(child):
-        parent_mid = np.fromiter(
-            (p for ps in raw["parent_ids"] if len(ps) for p in ps), dtype=np.int64, count=int(lengths.sum())
-        )
-        # look up (file, parent message_id) -> row position
-        node_index = pd.Series(np.arange(n), index=pd.MultiIndex.from_arrays([files, mids]))
-        node_index = node_index[~node_index.index.duplicated()]
-        parent_pos = node_index.reindex(pd.MultiIndex.from_arrays([files[child], parent_mid])).to_numpy()
-        ok = ~np.isnan(parent_pos)
-        rows, cols = child[ok], parent_pos[ok].astype(np.int64)
-    else:
-        rows = cols = np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=True, connection="weak")
-    return labels.astype(np.int64)
+    table = _as_raw_table(raw)
+    fcode, _ = _codes(table.column("file"))
+    links = _Links(fcode, np.asarray(table.column("message_id"), dtype=np.int64), table.column("parent_ids"))
+    return links.components(np.ones(table.num_rows, dtype=bool))
 
 
 def gold_clusters(raw: pd.DataFrame) -> pd.DataFrame:
@@ -104,111 +273,3 @@ def gold_clusters(raw: pd.DataFrame) -> pd.DataFrame:
     out["component"] = labels[annotated]
     out["cluster"] = out.groupby("component")["message_id"].transform("min")
     return out.drop(columns="component").reset_index(drop=True)
-
-
-def build_corpus(
-    raw: pd.DataFrame,
-    *,
-    source: str,
-    platform: str,
-    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-) -> tuple[pd.DataFrame, dict]:
-    """Corpus rows (CORPUS_COLUMNS, sorted by conversation_id, message_idx) and the accounting."""
-    missing = missing_columns(raw.columns, RAW_COLUMNS)
-    if missing:
-        raise ValueError(f"raw table lacks columns {missing}")
-    _check_fractions(split_fractions)
-    df = raw.reset_index(drop=True)
-    n = len(df)
-
-    # --- conversations ----------------------------------------------------------------------
-    stems = df["file"].map({f: file_stem(f) for f in df["file"].unique()})
-    keyed = df["conversation_key"].notna().to_numpy()
-    conv = pd.Series(np.full(n, None, dtype=object))
-    if keyed.any():
-        conv[keyed] = source + "/" + stems[keyed] + "/" + df.loc[keyed, "conversation_key"].astype(str)
-    linked = ~keyed
-    if linked.any():
-        sub = df.loc[linked]
-        labels = link_components(sub)
-        annotated = (sub["record_type"] != "context").to_numpy()
-        mids = sub["message_id"].to_numpy()
-        # cluster id: smallest annotated message_id of the component
-        first = pd.Series(np.where(annotated, mids, np.iinfo(np.int64).max)).groupby(labels).transform("min")
-        conv[linked] = (source + "/" + stems[linked] + "/" + first.astype(str).to_numpy()).to_numpy()
-
-    # --- drops ------------------------------------------------------------------------------
-    text = df["text"].astype("str").str.strip()  # None stays missing
-    rtype = df["record_type"]
-    reason = pd.Series(np.full(n, None, dtype=object))
-    conditions = [
-        ("duplicate", df.duplicated(["file", "message_id"], keep="first")),
-        ("system", rtype == "system"),
-        ("context", rtype == "context"),
-        ("malformed", rtype == "malformed"),
-        ("invalid_encoding", rtype == "invalid_encoding"),
-        ("empty_text", text.isna() | (text == "")),
-        ("too_long", text.str.len().fillna(0) > MAX_MESSAGE_CHARS),
-    ]
-    for name, cond in conditions:
-        reason[reason.isna() & cond.to_numpy()] = name
-    unknown = reason.isna() & (rtype != "message")
-    if unknown.any():
-        raise ValueError(f"unknown record_type values {sorted(set(rtype[unknown]))}")
-    keep = reason.isna().to_numpy()
-    dropped = {name: int((reason == name).sum()) for name, _ in conditions}
-
-    kept = df.loc[keep].copy()
-    kept["conversation_id"] = conv[keep].to_numpy()
-    kept["text"] = text[keep].to_numpy()
-    kept = kept.sort_values(["conversation_id", "file", "message_id"], kind="stable")
-    kept["message_idx"] = kept.groupby("conversation_id", sort=False).cumcount().astype("int64")
-
-    # --- reply_to ---------------------------------------------------------------------------
-    reply_to = pd.Series(pd.NA, index=kept.index, dtype="Int64")
-    has_parents = kept["parent_ids"].map(len) > 0
-    if has_parents.any():
-        links = kept.loc[has_parents, ["file", "message_id", "parent_ids"]].explode("parent_ids")
-        links = links.rename(columns={"parent_ids": "parent"})
-        links["parent"] = links["parent"].astype("int64")
-        links = links[links["parent"] != links["message_id"]]
-        links["child_index"] = links.index
-        lookup = kept[["file", "message_id", "message_idx", "conversation_id"]].rename(
-            columns={"message_id": "parent", "message_idx": "parent_idx", "conversation_id": "parent_conv"}
-        )
-        links = links.merge(lookup, on=["file", "parent"], how="inner")
-        links = links[links["parent_conv"].to_numpy() == kept.loc[links["child_index"], "conversation_id"].to_numpy()]
-        if len(links):
-            latest = links.sort_values("parent").groupby("child_index")["parent_idx"].last()
-            reply_to.loc[latest.index] = latest.astype("int64").to_numpy()
-    kept["reply_to"] = reply_to
-
-    # --- split ------------------------------------------------------------------------------
-    split = kept["split_hint"].copy()
-    need = split.isna()
-    if need.any():
-        conv_ids = kept.loc[need, "conversation_id"]
-        codes, uniq = pd.factorize(conv_ids)
-        split[need] = np.asarray(hash_splits(list(uniq), split_fractions), dtype=object)[codes]
-    kept["split"] = split
-
-    kept["source"] = source
-    kept["platform"] = platform
-    corpus = kept[list(CORPUS_COLUMNS)].reset_index(drop=True)
-    corpus = corpus.astype(
-        {
-            "conversation_id": object,
-            "source": object,
-            "platform": object,
-            "channel": object,
-            "message_idx": "int64",
-            "timestamp": "datetime64[ns]",
-            "author": object,
-            "text": object,
-            "reply_to": "Int64",
-            "split": object,
-        }
-    )
-    accounting = {"read": n, "kept": len(corpus), "dropped": dropped}
-    assert accounting["read"] == accounting["kept"] + sum(dropped.values())
-    return corpus, accounting

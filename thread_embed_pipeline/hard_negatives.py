@@ -8,20 +8,14 @@ so training on it teaches the model the distinction the eval measures. No model 
 deterministic; a few seconds on ~70k pairs. (Model-mined negatives are one call away in
 sentence-transformers: ``sentence_transformers.util.mine_hard_negatives``.)
 
-Matching pairs back to the corpus (:func:`add_chat_hard_negatives`)
-------------------------------------------------------------------
-The pairs table keeps only texts, so each pair's anchor is located again among the corpus
-messages of its own conversation (``conversation_id`` column). ``pairs.build_pairs`` forms every
-side with :func:`~thread_embed_pipeline.schemas.format_window` over *consecutive* messages, so a
-side is ``"\\n".join(format_message(author, text) for each message)``. Per conversation we index
-``format_message(author, text) -> message positions`` (built lazily, only for conversations that
-have pairs); a side is found by taking growing ``"\\n"``-prefixes of it until one is a known
-message (this also handles messages whose text contains newlines), then extending from each
-matching start position with the following messages until the concatenation equals the side.
-This is exact (no fuzzy matching) and gives the anchor's message rows, hence its timestamps.
-The positive is located the same way, only to count its messages (the size of the negative
-window). A pair whose anchor cannot be found (edited text, conversation missing from the corpus)
-gets no negative (reason ``anchor_not_found``).
+Finding a pair's messages (:func:`add_chat_hard_negatives`)
+----------------------------------------------------------
+Each pair carries the ``message_idx`` spans of its sides (``schemas.PAIR_SPAN_COLUMNS``), so the
+anchor's messages, hence its timestamps, are read straight from the corpus rows of its own
+conversation. The anchor's text is checked against ``format_window`` of those rows: a pair whose
+span is not in the corpus, or holds other text (the pairs were built from another corpus), gets no
+negative (reason ``anchor_not_found``). The positive's span gives its number of messages (the size
+of the negative window).
 
 Timelines and time windows
 --------------------------
@@ -69,15 +63,14 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from thread_embed_pipeline.schemas import PAIR_STRATEGIES, format_message, format_window, is_missing, missing_columns, timeline_of
+from thread_embed_pipeline.schemas import NEGATIVE_COLUMN, PAIR_STRATEGIES, format_message, format_window, is_missing, missing_columns, timeline_of
 
 __all__ = ["NEGATIVE_COLUMN", "add_chat_hard_negatives"]
 
-NEGATIVE_COLUMN = "negative"
 WITHOUT_REASONS: tuple[str, ...] = ("anchor_not_found", "no_timestamp", "no_concurrent_thread", "no_valid_window")
 _NAT = np.iinfo(np.int64).min  # what NaT becomes in an int64 view of datetime64[ns]
 _CORPUS_NEED = ("conversation_id", "channel", "split", "message_idx", "timestamp", "author", "text")
-_PAIR_NEED = ("anchor", "positive", "strategy", "conversation_id")
+_PAIR_NEED = ("anchor", "positive", "strategy", "conversation_id", "anchor_start", "anchor_end", "positive_start", "positive_end")
 
 
 def _plain(value):
@@ -111,6 +104,7 @@ class _ChatIndex:
         self.conv_ids: list[str] = [str(u) for u in uniques]
         self.code_of: dict[str, int] = {cid: k for k, cid in enumerate(self.conv_ids)}
         self.msg_conv = codes.astype(np.int64)
+        self.message_idx = c["message_idx"].to_numpy(dtype=np.int64)
         self.conv_start = np.searchsorted(self.msg_conv, np.arange(n_conv), side="left")
         self.conv_len = np.searchsorted(self.msg_conv, np.arange(n_conv), side="right") - self.conv_start
         # the same author/text values build_pairs formats (only pd.NA / NaN authors made None)
@@ -144,34 +138,13 @@ class _ChatIndex:
         self.tl_end = np.searchsorted(sorted_tl, np.arange(n_tl), side="right")
         self._lookup: dict[int, dict[str, list[int]]] = {}
 
-    # -- locating a pair side among its conversation's messages ---------------------------------
-    def _messages_of(self, k: int) -> dict[str, list[int]]:
-        found = self._lookup.get(k)
-        if found is None:
-            found = {}
-            s = int(self.conv_start[k])
-            for r in range(s, s + int(self.conv_len[k])):
-                found.setdefault(self.formatted[r], []).append(r)
-            self._lookup[k] = found
-        return found
-
-    def locate(self, k: int, side: str) -> tuple[int, int] | None:
-        """Rows ``[r0, r1)`` of conversation ``k`` whose ``format_window`` is exactly ``side``."""
-        by_text = self._messages_of(k)
-        end = int(self.conv_start[k] + self.conv_len[k])
-        cut = -1
-        while True:
-            cut = side.find("\n", cut + 1)
-            prefix = side if cut < 0 else side[:cut]
-            for r0 in by_text.get(prefix, ()):
-                acc, r1 = prefix, r0 + 1
-                while len(acc) < len(side) and r1 < end:
-                    acc = f"{acc}\n{self.formatted[r1]}"
-                    r1 += 1
-                if acc == side:
-                    return r0, r1
-            if cut < 0:
-                return None
+    def span_rows(self, k: int, start: int, end: int) -> tuple[int, int] | None:
+        """Rows ``[r0, r1)`` of conversation ``k`` holding its messages ``message_idx`` in ``[start, end)``, if all are there."""
+        s = int(self.conv_start[k])
+        idx = self.message_idx[s : s + int(self.conv_len[k])]
+        r0 = s + int(np.searchsorted(idx, start, side="left"))
+        r1 = s + int(np.searchsorted(idx, end, side="left"))
+        return (r0, r1) if end > start and r1 - r0 == end - start else None
 
     def window(self, r0: int, r1: int) -> str:
         return format_window(self.authors[r0:r1], self.texts[r0:r1])
@@ -189,11 +162,6 @@ class _ChatIndex:
         return self.by_time_row[i:j][keep], conv[keep]
 
 
-def _window_size(index: _ChatIndex, k: int, side: str, fallback: int) -> int:
-    span = index.locate(k, side)
-    return span[1] - span[0] if span else fallback
-
-
 def add_chat_hard_negatives(
     pairs: pd.DataFrame,
     corpus: pd.DataFrame,
@@ -204,8 +172,8 @@ def add_chat_hard_negatives(
 ) -> tuple[pd.DataFrame, dict]:
     """Add a ``negative`` column: text of a *concurrent other thread* of the pair's timeline (see module doc).
 
-    ``pairs`` has at least ``anchor``, ``positive``, ``strategy`` and ``conversation_id`` (extra
-    columns, row order and index are kept); ``corpus`` is the corpus table the pairs were built
+    ``pairs`` has at least ``anchor``, ``positive``, ``strategy``, ``conversation_id`` and the
+    side spans (``schemas.PAIR_SPAN_COLUMNS``; extra columns, row order and index are kept); ``corpus`` is the corpus table the pairs were built
     from (``schemas.CORPUS_COLUMNS``; several sources may be mixed). ``negative_messages``
     fixes the number of messages of ``thread`` / ``adjacency`` negatives (None: as many as the
     positive). Returns ``(pairs with "negative" -- str or None, counts)`` with counts
@@ -235,12 +203,16 @@ def add_chat_hard_negatives(
         entry["without"] += 1
         entry["without_by_reason"][reason] = entry["without_by_reason"].get(reason, 0) + 1
 
-    for cid, anchor, positive, strategy in zip(
-        pairs["conversation_id"].astype(str).tolist(), pairs["anchor"].tolist(), pairs["positive"].tolist(), pairs["strategy"].tolist()
+    for cid, anchor, positive, strategy, a0, a1, p0, p1 in zip(
+        pairs["conversation_id"].astype(str).tolist(),
+        pairs["anchor"].tolist(),
+        pairs["positive"].tolist(),
+        pairs["strategy"].tolist(),
+        *(pairs[c].astype("int64").tolist() for c in ("anchor_start", "anchor_end", "positive_start", "positive_end")),
     ):
         k = index.code_of.get(cid)
-        span = index.locate(k, anchor) if k is not None else None
-        if span is None:
+        span = index.span_rows(k, a0, a1) if k is not None else None
+        if span is None or index.window(*span) != anchor:
             miss(strategy, "anchor_not_found")
             continue
         t = index.ts[span[0] : span[1]]
@@ -262,7 +234,7 @@ def add_chat_hard_negatives(
         candidates = np.unique(conv)  # sorted codes = conversation-id order
         h_thread, h_pivot, h_offset, _ = _pair_hashes(seed, cid, anchor)
         if strategy != "query_response":
-            size = negative_messages or _window_size(index, k, positive, span[1] - span[0])
+            size = negative_messages or (p1 - p0)
         sides = {anchor.strip(), positive.strip()}
         if strategy != "query_response":
             # threads long enough for a full-size window first, so length is no shortcut

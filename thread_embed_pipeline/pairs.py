@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from thread_embed_pipeline.schemas import PAIR_COLUMNS, PAIR_STRATEGIES, format_message, format_window
+from thread_embed_pipeline.schemas import NEGATIVE_COLUMN, PAIR_COLUMNS, PAIR_SORT_KEY, PAIR_SPAN_COLUMNS, PAIR_STRATEGIES, format_message, format_window
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _thread_pairs(authors: list, texts: list[str], rng: np.random.Generator, s: 
             gap = int(rng.integers(0, before - length + 1))
             p0 = a0 - gap - length
         p1 = p0 + length
-        out.append((format_window(authors[a0:a1], texts[a0:a1]), format_window(authors[p0:p1], texts[p0:p1])))
+        out.append((format_window(authors[a0:a1], texts[a0:a1]), format_window(authors[p0:p1], texts[p0:p1]), (a0, a1, p0, p1)))
     return out
 
 
@@ -103,7 +103,7 @@ def _query_response_pairs(authors: list, texts: list[str], reply_to: list, rng: 
     out = []
     for c in sorted(int(i) for i in chosen):
         q, r = candidates[c]
-        out.append((format_message(authors[q], texts[q]), format_message(authors[r], texts[r])))
+        out.append((format_message(authors[q], texts[q]), format_message(authors[r], texts[r]), (q, q + 1, r, r + 1)))
     return out
 
 
@@ -123,6 +123,7 @@ def _adjacency_pairs(authors: list, texts: list[str], rng: np.random.Generator, 
             (
                 format_window(authors[a0 : a0 + w], texts[a0 : a0 + w]),
                 format_window(authors[a0 + w : a0 + 2 * w], texts[a0 + w : a0 + 2 * w]),
+                (a0, a0 + w, a0 + w, a0 + 2 * w),
             )
         )
     return out
@@ -137,7 +138,8 @@ def build_pairs(
 ) -> tuple[pd.DataFrame, dict]:
     """All pairs of every split of one source's corpus (the split column travels with each pair).
 
-    Returns the pairs (columns ``PAIR_COLUMNS``, in conversation order) and counts
+    Returns the pairs (columns ``PAIR_COLUMNS``, in conversation order; each side's messages are
+    the ``message_idx`` span ``[<side>_start, <side>_end)`` of its conversation) and counts
     ``{"conversations": n, "skipped_short_conversations": n, "pairs": {strategy: n}}``.
     """
     settings = settings or PairBuilderSettings()
@@ -159,6 +161,7 @@ def build_pairs(
         authors = conv["author"].tolist()
         texts = conv["text"].tolist()
         reply_to = conv["reply_to"].tolist()
+        message_idx = conv["message_idx"].to_numpy(dtype=np.int64)
         source = conv["source"].iat[0]
         split = conv["split"].iat[0]
         rng = np.random.default_rng(_stable_seed(seed, str(conversation_id)))
@@ -168,13 +171,14 @@ def build_pairs(
             "adjacency": lambda: _adjacency_pairs(authors, texts, rng, settings),
         }
         for strategy in strategies:
-            for anchor, positive in built[strategy]():
+            for anchor, positive, (a0, a1, p0, p1) in built[strategy]():
                 if anchor.strip() == positive.strip():  # a repeated message is no signal
                     identical += 1
                     continue
-                rows.append((anchor, positive, strategy, source, conversation_id, split))
+                spans = (int(message_idx[a0]), int(message_idx[a1 - 1]) + 1, int(message_idx[p0]), int(message_idx[p1 - 1]) + 1)
+                rows.append((anchor, positive, strategy, source, conversation_id, split, *spans))
                 counts[strategy] += 1
-    pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+    pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS)).astype({c: "int64" for c in PAIR_SPAN_COLUMNS})
     stats = {"conversations": n_conversations, "skipped_short_conversations": skipped, "skipped_identical_sides": identical, "pairs": counts}
     return pairs, stats
 
@@ -277,7 +281,7 @@ def select_training_pairs(
             stats.dropped[reason] = stats.dropped.get(reason, 0) + n
         return frame[~mask]
 
-    frame = pairs.sort_values(list(PAIR_COLUMNS), kind="stable").reset_index(drop=True)
+    frame = pairs.sort_values(list(PAIR_SORT_KEY), kind="stable").reset_index(drop=True)
     frame = drop(frame["split"] != "train", "not_train_split", frame)
     frame = drop(frame["source"].isin(exclude_sources), "excluded_source", frame)
     frame = drop(frame["conversation_id"].isin(eval_conversation_ids), "eval_conversation", frame)
@@ -298,10 +302,10 @@ def select_training_pairs(
         frame = drop(overlap, "shares_eval_message", frame)
     frame = drop(frame["anchor"].str.strip() == frame["positive"].str.strip(), "anchor_equals_positive", frame)
     frame = drop(frame.duplicated(subset=["anchor", "positive"], keep="first"), "duplicate", frame)
-    if "negative" in frame.columns and eval_texts:
+    if NEGATIVE_COLUMN in frame.columns and eval_texts:
         # a negative equal to an eval text would leak it too; keep the pair, lose the negative
-        leaked_negative = frame["negative"].isin(set(eval_texts))
-        frame = frame.assign(negative=frame["negative"].where(~leaked_negative, None))
+        leaked_negative = frame[NEGATIVE_COLUMN].isin(set(eval_texts))
+        frame = frame.assign(**{NEGATIVE_COLUMN: frame[NEGATIVE_COLUMN].where(~leaked_negative, None)})
 
     stats.available_by_strategy = frame["strategy"].value_counts().sort_index().to_dict()
     shares = {s: float(v) for s, v in strategy_shares.items() if v > 0}
@@ -335,5 +339,5 @@ def select_training_pairs(
     stats.kept = len(selected)
     stats.kept_by_strategy = selected["strategy"].value_counts().sort_index().to_dict()
     stats.kept_by_source = selected["source"].value_counts().sort_index().to_dict()
-    columns = list(PAIR_COLUMNS) + (["negative"] if "negative" in selected.columns else [])
+    columns = list(PAIR_COLUMNS) + ([NEGATIVE_COLUMN] if NEGATIVE_COLUMN in selected.columns else [])
     return selected[columns], stats

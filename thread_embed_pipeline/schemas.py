@@ -100,7 +100,7 @@ if tuple(RAW_SCHEMA.names) != RAW_COLUMNS or tuple(CORPUS_SCHEMA.names) != CORPU
     raise ImportError("schemas: RAW_SCHEMA / CORPUS_SCHEMA must list RAW_COLUMNS / CORPUS_COLUMNS in order")
 
 # pairs/<source> and training_pairs.
-PAIR_COLUMNS: tuple[str, ...] = (
+PAIR_SORT_KEY: tuple[str, ...] = (
     "anchor",
     "positive",
     "strategy",  # "thread" | "query_response" | "adjacency"
@@ -108,6 +108,12 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "conversation_id",
     "split",
 )
+# where each side's messages are: the message_idx span [start, end) of its conversation in the text
+# stage's corpus (what the pairs were built from; hard negatives find the anchor's times by it)
+PAIR_SPAN_COLUMNS: tuple[str, ...] = ("anchor_start", "anchor_end", "positive_start", "positive_end")
+PAIR_COLUMNS: tuple[str, ...] = (*PAIR_SORT_KEY, *PAIR_SPAN_COLUMNS)
+# optional: a hard negative per pair (text or null), added by hard_negatives.add_chat_hard_negatives
+NEGATIVE_COLUMN = "negative"
 
 # eval_sets: a normalised table of queries and documents (maps 1:1 onto BEIR corpus/queries/qrels).
 EVAL_SET_COLUMNS: tuple[str, ...] = (

@@ -7,7 +7,7 @@ Memory is bounded by the batch size, not the dataset:
   file as row groups (``pyarrow.parquet.ParquetWriter``).
 * :func:`build_corpus_stream` reads the raw Parquet back in batches, never splitting an upstream
   record (a document / exchange / server slice: its rows share ``file`` and ``line``) across two
-  calls, runs :func:`corpus.build_corpus` on each piece (conversations never cross upstream
+  calls, runs :func:`corpus.corpus_table` on each piece (conversations never cross upstream
   records) and appends the result.
 * :func:`build_pairs_stream` reads the corpus in batches, never splitting a conversation, keeps
   a seeded sample of conversations, and builds pairs (and chat hard negatives) per piece.
@@ -30,16 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-
 from thread_embed_pipeline.storage import atomic_path
 from thread_embed_pipeline.schemas import Log
-from thread_embed_pipeline.corpus import DROP_REASONS, MAX_MESSAGE_CHARS, build_corpus, file_stem
+from thread_embed_pipeline.corpus import DROP_REASONS, corpus_frame, corpus_table
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.text import TextSettings, prepare_text
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, PAIR_STRATEGIES, RAW_COLUMNS, RAW_SCHEMA, hash_fraction, hash_splits
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, NEGATIVE_COLUMN, PAIR_STRATEGIES, RAW_COLUMNS, RAW_SCHEMA, hash_fraction
 from thread_embed_pipeline.sources.hf import Sampling
 from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
 
@@ -219,134 +216,6 @@ def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[p
         yield carry
 
 
-def corpus_piece_arrow(table: pa.Table, *, source: str, platform: str, split_fractions=(0.8, 0.1, 0.1)) -> tuple[pa.Table, dict] | None:
-    """``corpus.build_corpus`` for one raw piece, vectorised with Arrow and numpy.
-
-    Same rows, conversation ids, ``message_idx``, ``reply_to``, splits and drop accounting as
-    ``build_corpus`` (a test checks it), for pieces whose rows have at most one parent each and no
-    ``context`` rows -- what the streamed parsers emit. Returns None for any other piece, which
-    then goes through ``build_corpus``.
-    """
-    n = table.num_rows
-    if n == 0:
-        return None
-    rtype = table.column("record_type")
-    if pc.any(pc.equal(rtype, "context")).as_py():
-        return None
-    plen = np.asarray(pc.fill_null(pc.list_value_length(table.column("parent_ids")), 0), dtype=np.int64)
-    if plen.max(initial=0) > 1:
-        return None
-    rt = np.asarray(rtype.to_numpy(zero_copy_only=False), dtype=object)
-    file_enc = pc.dictionary_encode(table.column("file")).combine_chunks()
-    fcode = np.asarray(file_enc.indices, dtype=np.int64)
-    stems = np.asarray([file_stem(f) for f in file_enc.dictionary.to_pylist()], dtype=object)
-    mids = np.asarray(table.column("message_id"), dtype=np.int64)
-
-    # drops, first reason wins (the order of corpus.DROP_REASONS)
-    key64 = fcode * (1 << 40) + mids
-    dup = pd.Series(key64).duplicated(keep="first").to_numpy()
-    text = pc.utf8_trim_whitespace(table.column("text"))
-    length = np.asarray(pc.fill_null(pc.utf8_length(text), -1), dtype=np.int64)  # -1: no text
-    empty = length <= 0
-    too_long = length > MAX_MESSAGE_CHARS
-    reasons = [
-        ("duplicate", dup),
-        ("system", rt == "system"),
-        ("context", rt == "context"),
-        ("malformed", rt == "malformed"),
-        ("invalid_encoding", rt == "invalid_encoding"),
-        ("empty_text", empty),
-        ("too_long", too_long),
-    ]
-    unknown = ~np.isin(rt, ["message", "system", "context", "malformed", "invalid_encoding"])
-    if unknown.any():
-        raise ValueError(f"unknown record_type values {sorted(set(rt[unknown]))}")
-    taken = np.zeros(n, dtype=bool)
-    dropped = {}
-    for name, cond in reasons:
-        hit = cond & ~taken
-        dropped[name] = int(hit.sum())
-        taken |= hit
-    keep = ~taken
-
-    # conversations: the upstream key, else components of the reply links (smallest message_id)
-    keys = table.column("conversation_key").combine_chunks()
-    keyed = np.asarray(pc.is_valid(keys), dtype=bool)
-    conv_num = np.zeros(n, dtype=np.int64)  # a per-piece conversation number, for ordering
-    parent_pos = np.full(n, -1, dtype=np.int64)
-    has_parent = plen == 1
-    if has_parent.any():
-        flat_parents = np.asarray(pc.list_flatten(table.column("parent_ids")), dtype=np.int64)
-        wanted = fcode[has_parent] * (1 << 40) + flat_parents
-        index = pd.Index(key64)
-        if index.has_duplicates:
-            index = pd.Index(np.where(dup, -1 - np.arange(n), key64))  # first occurrence answers
-        found = index.get_indexer(wanted)
-        parent_pos[np.flatnonzero(has_parent)] = found
-    stem_of_row = pa.array(stems, pa.string()).take(pa.array(fcode))
-    prefix = pa.scalar(source, pa.string())
-    if keyed.any():
-        key_enc = pc.dictionary_encode(pc.binary_join_element_wise(stem_of_row, keys, "/"))
-        codes = np.asarray(pc.fill_null(key_enc.indices, -1), dtype=np.int64)
-        conv_num[keyed] = codes[keyed]
-    conv_str = pc.binary_join_element_wise(prefix, stem_of_row, pc.cast(keys, pa.string()), "/") if keyed.any() else None
-    linked = ~keyed
-    if linked.any():
-        rows = np.flatnonzero(linked & (parent_pos >= 0))
-        cols = parent_pos[rows]
-        ok = linked[cols]
-        rows, cols = rows[ok], cols[ok]
-        graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-        _, labels = connected_components(graph, directed=True, connection="weak")
-        first = pd.Series(np.where(linked, mids, np.iinfo(np.int64).max)).groupby(labels).transform("min").to_numpy()
-        offset = int(conv_num.max(initial=0)) + 1
-        conv_num[linked] = offset + labels[linked]
-        linked_str = pc.binary_join_element_wise(prefix, stem_of_row, pc.cast(pa.array(first), pa.string()), "/")
-        conv_str = linked_str if conv_str is None else pc.if_else(pa.array(keyed), conv_str, linked_str)
-
-    # kept rows in (conversation, file, message_id) order; message_idx; reply_to
-    kidx = np.flatnonzero(keep)
-    order = kidx[np.lexsort((mids[kidx], fcode[kidx], conv_num[kidx]))]
-    m = len(order)
-    new_group = np.ones(m, dtype=bool)
-    new_group[1:] = conv_num[order[1:]] != conv_num[order[:-1]]
-    starts = np.flatnonzero(new_group)
-    group_start = np.repeat(starts, np.diff(np.append(starts, m)))
-    message_idx_sorted = np.arange(m) - group_start
-    idx_of = np.full(n, -1, dtype=np.int64)
-    idx_of[order] = message_idx_sorted
-    par = parent_pos[order]
-    valid = (par >= 0) & (par != order)
-    valid[valid] &= keep[par[valid]] & (conv_num[par[valid]] == conv_num[order[valid]])
-    reply = np.where(valid, idx_of[np.clip(par, 0, None)], -1)
-
-    take = pa.array(order)
-    conv_sorted = conv_str.take(take)
-    if isinstance(conv_sorted, pa.ChunkedArray):
-        conv_sorted = conv_sorted.combine_chunks()
-    split = table.column("split_hint").combine_chunks().take(take)
-    need = pc.is_null(split)
-    if pc.any(need).as_py():
-        needed = pc.dictionary_encode(conv_sorted.filter(need))
-        hashed = pa.array(hash_splits(needed.dictionary.to_pylist(), split_fractions), pa.string()).take(needed.indices)
-        split = pc.replace_with_mask(split, need, hashed)
-    out = pa.table(
-        {
-            "conversation_id": conv_sorted,
-            "source": pa.array(np.full(m, source, dtype=object), pa.string()),
-            "platform": pa.array(np.full(m, platform, dtype=object), pa.string()),
-            "channel": table.column("channel").take(take),
-            "message_idx": pa.array(message_idx_sorted, pa.int64()),
-            "timestamp": table.column("timestamp").take(take),
-            "author": table.column("author").take(take),
-            "text": text.take(take),
-            "reply_to": pa.array(reply, pa.int64(), mask=reply < 0),
-            "split": split,
-        }
-    )
-    return out, {"read": n, "kept": m, "dropped": dropped}
-
-
 def build_corpus_stream(
     raw_path: Path,
     out_path: Path,
@@ -357,7 +226,7 @@ def build_corpus_stream(
     batch_rows: int = 200_000,
     log: Log = print,
 ) -> dict:
-    """``corpus.build_corpus`` over a raw Parquet file, piece by piece; writes ``out_path``.
+    """``corpus.corpus_table`` over a raw Parquet file, piece by piece; writes ``out_path``.
 
     Returns the summed accounting ``{"read", "kept", "dropped": {reason: n}, "messages/<split>",
     "conversations/<split>"}``.
@@ -369,13 +238,7 @@ def build_corpus_stream(
     progress = _Progress(log, f"corpus/{source}")
     with atomic_parquet_writer(out_path, CORPUS_SCHEMA) as writer:
         for piece in _aligned_batches(Path(raw_path), list(cut_keys), batch_rows):
-            fast = corpus_piece_arrow(piece, source=source, platform=platform)
-            if fast is None:
-                frame, acc = build_corpus(piece.to_pandas(), source=source, platform=platform)
-                table = _to_table(frame, CORPUS_SCHEMA)
-            else:
-                table, acc = fast
-                table = table.cast(CORPUS_SCHEMA)
+            table, acc = corpus_table(piece, source=source, platform=platform)
             read += acc["read"]
             kept += acc["kept"]
             for r, v in acc["dropped"].items():
@@ -436,9 +299,9 @@ def build_pairs_stream(
         stats["conversations_sampled"] += len(ids)
         if len(ids):
             # only the sampled conversations leave Arrow
-            sub = table.filter(pc.is_in(table.column("conversation_id"), value_set=pa.array(ids, pa.string()))).to_pandas()
+            sub = corpus_frame(table.filter(pc.is_in(table.column("conversation_id"), value_set=pa.array(ids, pa.string()))))
             if text_settings is not None:
-                sub, text_acc = prepare_text(sub[list(CORPUS_COLUMNS)], text_settings)
+                sub, text_acc = prepare_text(sub, text_settings)
                 _merge_text_accounting(text_totals, text_acc)
             pairs, st = build_pairs(sub, seed=seed, settings=settings, strategies=strategies)
             stats["skipped_short_conversations"] += st["skipped_short_conversations"]
@@ -459,7 +322,7 @@ def build_pairs_stream(
     else:
         out, _ = build_pairs(pd.DataFrame(columns=list(CORPUS_COLUMNS)), seed=seed, strategies=strategies)
         if hard_negatives:
-            out["negative"] = pd.Series(dtype=object)
+            out[NEGATIVE_COLUMN] = pd.Series(dtype=object)
     return out, stats
 
 

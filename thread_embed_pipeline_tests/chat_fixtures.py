@@ -6,6 +6,9 @@ import pandas as pd
 
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS
 
+# the spans of a hand-written pair whose sides are the first and second message of its conversation
+ONE_MESSAGE_EACH = {"anchor_start": 0, "anchor_end": 1, "positive_start": 1, "positive_end": 2}
+
 
 def make_corpus(conversations: dict[str, list[tuple[str, str, int | None]]], *, source: str = "toy", split_of=None) -> pd.DataFrame:
     """``{conversation_id: [(author, text, reply_to), ...]}`` → corpus rows (split "train" unless ``split_of`` says)."""

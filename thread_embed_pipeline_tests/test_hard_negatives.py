@@ -211,3 +211,25 @@ def test_real_irc_share_and_runtime(mirror_root):
         first = row.negative.split("\n")[0]
         owners = {c for c in cids_of.get(first, set()) if _timeline(c) == _timeline(row.conversation_id)}
         assert owners - {row.conversation_id}, (row.conversation_id, first)
+
+
+def test_a_repeated_anchor_text_takes_the_times_of_its_own_span_not_of_an_earlier_repeat():
+    # src/a/1 says the same line at minute 0 and at minute 120; only src/a/2 is live at minute 120
+    corpus = make_corpus(
+        {
+            "src/a/1": [("ann", "anyone here?", None), ("bob", "yes", None), ("cyd", "filler one", None), ("ann", "anyone here?", None), ("bob", "still yes", None)],
+            "src/a/0": [("dan", f"early thread line {i}", None) for i in range(3)],
+            "src/a/2": [("eve", f"late thread line {i}", None) for i in range(3)],
+        }
+    )
+    minutes = {"src/a/1": [0, 1, 60, 120, 121], "src/a/0": [0, 1, 2], "src/a/2": [119, 120, 121]}
+    corpus["timestamp"] = [BASE + pd.Timedelta(minutes=minutes[c][i]) for c, i in zip(corpus["conversation_id"], corpus["message_idx"])]
+    pair = {"anchor": "ann: anyone here?", "positive": "bob: still yes", "strategy": "query_response", "source": "toy",
+            "conversation_id": "src/a/1", "split": "train", "anchor_start": 3, "anchor_end": 4, "positive_start": 4, "positive_end": 5}
+    out, counts = add_chat_hard_negatives(pd.DataFrame([pair]), corpus, seed=0, window_minutes=5)
+    assert counts["query_response"]["with_negative"] == 1
+    assert out["negative"].iloc[0].startswith("eve: late thread line")
+    # a span that holds other text (pairs of another corpus) gets no negative rather than a wrong one
+    wrong = dict(pair, anchor_start=1, anchor_end=2)
+    _, counts = add_chat_hard_negatives(pd.DataFrame([wrong]), corpus, seed=0, window_minutes=5)
+    assert counts["query_response"]["without_by_reason"] == {"anchor_not_found": 1}

@@ -5,7 +5,7 @@ import pytest
 
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs, select_training_pairs
 from thread_embed_pipeline.schemas import PAIR_COLUMNS
-from thread_embed_pipeline_tests.chat_fixtures import make_corpus, numbered_conversation
+from thread_embed_pipeline_tests.chat_fixtures import ONE_MESSAGE_EACH, make_corpus, numbered_conversation
 
 
 def _lines(text: str) -> list[str]:
@@ -130,7 +130,7 @@ def test_source_shares_split_each_strategy_across_sources_and_pass_on_a_shortfal
     rows = []
     for source, n in (("big", 300), ("small", 40), ("mid", 100)):
         for i in range(n):
-            rows.append({"anchor": f"{source} a{i}", "positive": f"{source} p{i}", "strategy": "thread", "source": source, "conversation_id": f"{source}/{i}", "split": "train"})
+            rows.append({"anchor": f"{source} a{i}", "positive": f"{source} p{i}", "strategy": "thread", "source": source, "conversation_id": f"{source}/{i}", "split": "train", **ONE_MESSAGE_EACH})
     pairs = pd.DataFrame(rows)
     uniform, _ = select_training_pairs(pairs, budget=150, strategy_shares={"thread": 1.0}, seed=0)
     by_size = uniform["source"].value_counts()
@@ -142,3 +142,24 @@ def test_source_shares_split_each_strategy_across_sources_and_pass_on_a_shortfal
     assert counts["small"] == 40 and counts["big"] == counts["mid"] == 100  # small's shortfall goes to the others
     again, _ = select_training_pairs(pairs, budget=90, strategy_shares={"thread": 1.0}, seed=0, source_shares={"big": 1 / 3, "small": 1 / 3, "mid": 1 / 3})
     pd.testing.assert_frame_equal(again, equal)
+
+
+def test_every_pair_carries_the_message_spans_its_sides_were_cut_from():
+    from thread_embed_pipeline.schemas import PAIR_SPAN_COLUMNS, format_window
+
+    corpus = make_corpus({f"c{k}": numbered_conversation(f"c{k}", 6 + k, authors=("ann", "bob")) for k in range(5)})
+    corpus.loc[corpus["conversation_id"] == "c2", "reply_to"] = pd.array([None, 0, 1, None, 3, 4, 5, 6], dtype="Int64")
+    pairs, stats = build_pairs(corpus, seed=3)
+    assert set(pairs["strategy"]) == {"thread", "query_response", "adjacency"}
+    assert all(str(pairs[c].dtype) == "int64" for c in PAIR_SPAN_COLUMNS)
+    by_conv = {cid: conv.set_index("message_idx") for cid, conv in corpus.groupby("conversation_id")}
+    for row in pairs.itertuples():
+        conv = by_conv[row.conversation_id]
+        for side, start, end in (("anchor", row.anchor_start, row.anchor_end), ("positive", row.positive_start, row.positive_end)):
+            window = conv.loc[start : end - 1]
+            assert len(window) == end - start > 0
+            assert format_window(window["author"].tolist(), window["text"].tolist()) == getattr(row, side)
+        if row.strategy == "thread":  # the positive never overlaps the anchor
+            assert row.positive_end <= row.anchor_start or row.positive_start >= row.anchor_end
+        else:  # the positive follows the anchor
+            assert row.positive_start >= row.anchor_end

@@ -19,6 +19,7 @@ from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline_tests.chat_fixtures import ONE_MESSAGE_EACH
 from thread_embed_pipeline_tests.runs import materialize_in
 
 from . import hf_fixtures as F
@@ -135,7 +136,7 @@ def _training_pairs_run(tmp_path, config: dict, pairs_by_source: dict[str, pd.Da
 
 def _pairs(source: str, texts: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"anchor": a, "positive": p, "strategy": "thread", "source": source, "conversation_id": f"{source}/{i}", "split": "train"} for i, (a, p) in enumerate(texts)]
+        [{"anchor": a, "positive": p, "strategy": "thread", "source": source, "conversation_id": f"{source}/{i}", "split": "train", **ONE_MESSAGE_EACH} for i, (a, p) in enumerate(texts)]
     )
 
 

@@ -214,11 +214,11 @@ def test_streamed_corpus_equals_in_memory_corpus_whatever_the_batch_size(tmp_pat
     _same_corpus(streamed, whole)
 
 
-def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
+def test_one_corpus_builder_on_edge_cases_arrow_and_pandas_alike():
     import pyarrow as pa
 
+    from thread_embed_pipeline.corpus import corpus_table
     from thread_embed_pipeline.schemas import RAW_SCHEMA
-    from thread_embed_pipeline.streaming import corpus_piece_arrow
 
     rows = [
         # file, message_id, record_type, text, key, parents
@@ -230,6 +230,8 @@ def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
         ("a.txt", 4, "message", "links to a dropped row", None, [3]),
         ("a.txt", 5, "message", "parent outside the piece", None, [99]),
         ("a.txt", 6, "message", "self link", None, [6]),
+        ("a.txt", 7, "context", "context line joins 8 to 0", None, [0]),
+        ("a.txt", 8, "message", "two parents: the latest kept wins", None, [7, 1, 0]),
         ("b.txt", 0, "malformed", "junk", None, []),
         ("b.txt", 1, "message", "keyed one", "k1", []),
         ("b.txt", 2, "message", "keyed two", "k1", [1]),
@@ -237,18 +239,30 @@ def test_arrow_corpus_piece_matches_build_corpus_on_edge_cases():
     ]
     raw = pd.DataFrame(
         {
-            "source": "s", "file": [r[0] for r in rows], "line": range(1, len(rows) + 1), "split_hint": [None] * 11 + ["test"],
+            "source": "s", "file": [r[0] for r in rows], "line": range(1, len(rows) + 1), "split_hint": [None] * 13 + ["test"],
             "channel": "c", "message_id": [r[1] for r in rows], "timestamp": pd.Timestamp("2020-01-01"), "author": "u",
             "text": [r[3] for r in rows], "conversation_key": [r[4] for r in rows], "parent_ids": [r[5] for r in rows], "record_type": [r[2] for r in rows],
         }
     )
-    fast, acc_fast = corpus_piece_arrow(pa.Table.from_pandas(raw, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc")
-    slow, acc_slow = build_corpus(raw, source="s", platform="irc")
-    assert acc_fast == acc_slow
-    assert acc_fast["dropped"] == {"duplicate": 1, "system": 1, "context": 0, "malformed": 1, "invalid_encoding": 0, "empty_text": 2, "too_long": 0}
-    _same_corpus(fast.to_pandas(), slow)
-    multi = raw.assign(parent_ids=[[0, 1]] + [[]] * 11)
-    assert corpus_piece_arrow(pa.Table.from_pandas(multi, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc") is None  # falls back
+    table, acc = corpus_table(pa.Table.from_pandas(raw, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc")
+    frame, acc_frame = build_corpus(raw, source="s", platform="irc")
+    assert acc == acc_frame
+    assert acc["dropped"] == {"duplicate": 1, "system": 1, "context": 1, "malformed": 1, "invalid_encoding": 0, "empty_text": 2, "too_long": 0}
+    pd.testing.assert_frame_equal(table.to_pandas().astype({"reply_to": "Int64"})[CORPUS_COMPARED], frame[CORPUS_COMPARED], check_dtype=False)
+    got = [(r["conversation_id"], r["message_idx"], r["text"], None if pd.isna(r["reply_to"]) else int(r["reply_to"]), r["split"]) for _, r in frame.iterrows()]
+    split_of = {cid: split for cid, _, _, _, split in got}
+    assert got == [
+        # 0, 1, 3, 4, 7 (context) and 8 are one component: its id is the smallest annotated message_id
+        ("s/a/0", 0, "hello?", None, split_of["s/a/0"]),
+        ("s/a/0", 1, "hi", 0, split_of["s/a/0"]),
+        ("s/a/0", 2, "links to a dropped row", None, split_of["s/a/0"]),
+        ("s/a/0", 3, "two parents: the latest kept wins", 1, split_of["s/a/0"]),
+        ("s/a/5", 0, "parent outside the piece", None, split_of["s/a/5"]),
+        ("s/a/6", 0, "self link", None, split_of["s/a/6"]),
+        ("s/b/k1", 0, "keyed one", None, split_of["s/b/k1"]),
+        ("s/b/k1", 1, "keyed two", 0, split_of["s/b/k1"]),
+    ]
+    assert set(split_of.values()) <= {"train", "dev", "test"}
 
 
 def test_pairs_stream_samples_conversations_by_seed(tmp_path):

@@ -22,9 +22,7 @@ import dagster as dg
 
 from thread_embed_pipeline.orchestration.keys import upstream_key
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
-from thread_embed_pipeline.sources.hf import matching_files
-from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
-from thread_embed_pipeline.sources.registry import SourceSpec, slice_files
+from thread_embed_pipeline.sources.catalog import Source
 from thread_embed_pipeline.versioning import files_fingerprint, value_fingerprint
 
 AC = dg.AutomationCondition
@@ -49,25 +47,16 @@ def versioned_output(value) -> dg.Output:
     return dg.Output(value, data_version=dg.DataVersion(value_fingerprint(value)))
 
 
-def observe_source(spec: SourceSpec | HfSourceSpec, chat_sources: ChatSourcesResource) -> tuple[str, dict]:
+def observe_source(spec: Source, chat_sources: ChatSourcesResource) -> tuple[str, dict]:
     """(data version, metadata) of a source as it is now, without parsing it."""
     mirror = chat_sources.mirror_path()
     if mirror is None:
-        if isinstance(spec, HfSourceSpec):
-            return f"{spec.dataset.repo_id}@{spec.dataset.revision}", {"origin": "hub, pinned revision"}
-        manifest = spec.manifest
-        return f"{manifest['upstream']['repo']}@{manifest['upstream']['commit']}", {"origin": "download, pinned commit"}
+        return spec.upstream_ref, {"origin": spec.origin_without_mirror}
     root = Path(mirror) / spec.mirror_subdir
     if not root.is_dir():
         return f"missing:{spec.mirror_subdir}", {"origin": "mirror", "note": f"mirror folder {root} does not exist"}
-    if isinstance(spec, HfSourceSpec):
-        present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-        rel = matching_files(present, spec.dataset.data_files)
-    else:
-
-        rel = slice_files([entry["path"] for entry in spec.manifest["files"]], chat_sources.max_files_per_folder)
-    digest, stats = files_fingerprint(root, rel)
-    revision = spec.dataset.revision if isinstance(spec, HfSourceSpec) else spec.manifest["upstream"]["commit"]
+    digest, stats = files_fingerprint(root, spec.mirror_files(root, chat_sources.max_files_per_folder))
+    revision = spec.upstream_ref.rpartition("@")[2]
     return digest, {"origin": "mirror", **stats, "revision": f"{revision} (the upstream revision the mirror copies)"}
 
 
@@ -86,7 +75,7 @@ def observation_metadata(version: str, meta: dict) -> dict:
     return out
 
 
-def build_upstream_asset(spec: SourceSpec | HfSourceSpec) -> dg.SourceAsset:
+def build_upstream_asset(spec: Source) -> dg.SourceAsset:
     @dg.observable_source_asset(
         key=upstream_key(spec.name),
         group_name=spec.name,

@@ -18,7 +18,7 @@ from thread_embed_pipeline.evaluation.eval_sets import eval_texts
 from thread_embed_pipeline.evaluation.runner import compare_with_base
 from thread_embed_pipeline.schemas import OWN_EVAL_SET
 from thread_embed_pipeline.orchestration.resources import TrainerResource
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, PAIR_COLUMNS, SPLITS, missing_columns
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, NEGATIVE_COLUMN, PAIR_COLUMNS, SPLITS, missing_columns
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
 
@@ -30,7 +30,7 @@ def leakage_findings(training_pairs: pd.DataFrame, eval_sets: pd.DataFrame) -> d
     return {
         "shared_conversation_ids": len(shared_conversations),
         "pairs_with_eval_text": int((training_pairs["anchor"].isin(texts) | training_pairs["positive"].isin(texts)).sum()),
-        "negatives_with_eval_text": int(training_pairs["negative"].isin(texts).sum()) if "negative" in training_pairs.columns else 0,
+        "negatives_with_eval_text": int(training_pairs[NEGATIVE_COLUMN].isin(texts).sum()) if NEGATIVE_COLUMN in training_pairs.columns else 0,
         "non_train_pairs": int((training_pairs["split"] != "train").sum()),
     }
 
@@ -47,12 +47,21 @@ def training_pairs_do_not_leak_eval_data(training_pairs: pd.DataFrame, eval_sets
     return dg.AssetCheckResult(passed=not any(findings.values()), metadata=findings)
 
 
-PAIRS_CHECK_DESCRIPTION = "Blocking: the pairs are not empty, have every pair column, and no anchor or positive is empty or equal to the other."
+PAIRS_CHECK_DESCRIPTION = (
+    "Blocking: the pairs are not empty, have every pair column, no anchor or positive is empty or equal to the other, "
+    "and every side's message span is a non-empty range of message_idx."
+)
 
 
 def pair_sanity_findings(pairs: pd.DataFrame) -> dict[str, int]:
+    missing = missing_columns(pairs.columns, PAIR_COLUMNS)
+    bad_span = pd.Series(False, index=pairs.index)
+    if not missing:
+        for side in ("anchor", "positive"):
+            bad_span |= (pairs[f"{side}_start"] < 0) | (pairs[f"{side}_end"] <= pairs[f"{side}_start"])
     return {
-        "missing_columns": len(missing_columns(pairs.columns, PAIR_COLUMNS)),
+        "missing_columns": len(missing),
+        "invalid_span": int(bad_span.sum()),
         "empty_anchor": int((pairs["anchor"].fillna("").str.strip() == "").sum()),
         "empty_positive": int((pairs["positive"].fillna("").str.strip() == "").sum()),
         "anchor_equals_positive": int((pairs["anchor"] == pairs["positive"]).sum()),

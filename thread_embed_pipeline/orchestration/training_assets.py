@@ -159,9 +159,9 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
         )
     frames = []
     streamed_meta: dict = {}
-    for name in ALL_SOURCES:
+    for name, spec in ALL_SOURCES.items():
         frame = pairs_by_source.get(f"pairs_{name}")
-        if name in HF_SOURCES:
+        if spec.streamed:
             if name not in enabled:
                 continue
             if name not in config.streamed_sources:

@@ -22,7 +22,7 @@ from thread_embed_pipeline.schemas import PAIR_STRATEGIES
 
 from . import hf_parsers
 from .errors import SourceDataError
-from .hf import HfDataset, Sampling, iter_record_batches
+from .hf import HfDataset, Sampling, iter_record_batches, matching_files
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,20 @@ class HfSourceSpec:
     # upstream records per batch: what bounds memory (a channel-day holds ~140 messages on
     # average, a ChatML exchange 2-3, a Discord server line 1)
     batch_rows: int = 20_000
+
+    # -- what every source spec answers (``sources.catalog.Source``) -----------------------------
+    streamed = True
+    origin_without_mirror = "hub, pinned revision"
+
+    @property
+    def upstream_ref(self) -> str:
+        """``<dataset repo>@<pinned revision>``."""
+        return f"{self.dataset.repo_id}@{self.dataset.revision}"
+
+    def mirror_files(self, root: Path, max_files_per_folder: int | None = None) -> list[str]:
+        """The data files present in a mirror folder of this dataset (``max_files_per_folder`` is for file sources)."""
+        present = [p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file()]
+        return matching_files(present, self.dataset.data_files)
 
     def iter_chunks(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int = 20_000, opener=None) -> Iterator[UpstreamChunk]:
         """The sampled records of ``files`` (relative to ``root``), in order, ``batch_rows`` at a time.

@@ -60,6 +60,20 @@ class SourceSpec:
         """Parse every manifest file under ``root`` (as returned by ``ensure_source_files``)."""
         return self.parse(Path(root), self.file_paths)
 
+    # -- what every source spec answers (``sources.catalog.Source``) -----------------------------
+    streamed = False
+    origin_without_mirror = "download, pinned commit"
+
+    @property
+    def upstream_ref(self) -> str:
+        """``<upstream repo>@<pinned commit>``."""
+        upstream = self.manifest["upstream"]
+        return f"{upstream['repo']}@{upstream['commit']}"
+
+    def mirror_files(self, root: Path, max_files_per_folder: int | None = None) -> list[str]:
+        """The files of this source a mirror folder must hold (the manifest's, sliced per folder)."""
+        return slice_files(self.file_paths, max_files_per_folder)
+
 
 # --- per-source parse functions -------------------------------------------------------------
 
