@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, RAW_COLUMNS, RAW_SCHEMA, SPLITS, hash_splits, missing_columns
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, SPLITS, hash_splits, raw_table
 
 # a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
 MAX_MESSAGE_CHARS = 20_000
@@ -109,22 +109,10 @@ def _codes(column) -> tuple[np.ndarray, list]:
     return rank[np.asarray(enc.indices, dtype=np.int64)], [values[int(i)].as_py() for i in order]
 
 
-def _as_raw_table(raw: pa.Table | pd.DataFrame) -> pa.Table:
-    columns = raw.column_names if isinstance(raw, pa.Table) else raw.columns
-    missing = missing_columns(columns, RAW_COLUMNS)
-    if missing:
-        raise ValueError(f"raw table lacks columns {missing}")
-    if isinstance(raw, pd.DataFrame):
-        frame = raw[list(RAW_COLUMNS)].reset_index(drop=True)
-        frame = frame.assign(parent_ids=frame["parent_ids"].map(lambda p: [int(x) for x in p] if p is not None else []))
-        return pa.Table.from_pandas(frame, schema=RAW_SCHEMA, preserve_index=False)
-    return raw.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
-
-
 def corpus_table(raw: pa.Table | pd.DataFrame, *, source: str, platform: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[pa.Table, dict]:
     """Corpus rows (``CORPUS_SCHEMA``, sorted by conversation_id, message_idx) of one raw piece, and the accounting."""
     _check_fractions(split_fractions)
-    table = _as_raw_table(raw)
+    table = raw_table(raw)
     n = table.num_rows
     fcode, files = _codes(table.column("file"))
     mids = np.asarray(table.column("message_id"), dtype=np.int64)
@@ -237,6 +225,16 @@ def corpus_frame(table: pa.Table) -> pd.DataFrame:
     )[list(CORPUS_COLUMNS)]
 
 
+# CORPUS_SCHEMA with the pandas metadata of corpus_frame's dtypes: a corpus Parquet file written with
+# it reads back (pd.read_parquet) exactly as corpus_frame gives it, nullable reply_to included
+_ONE_ROW = pa.table(
+    {"conversation_id": ["s/f/1"], "source": ["s"], "platform": ["irc"], "channel": ["c"], "message_idx": [0], "timestamp": pa.array([0], pa.timestamp("ns")),
+     "author": ["a"], "text": ["t"], "reply_to": pa.array([None], pa.int64()), "split": ["train"]},
+    schema=CORPUS_SCHEMA,
+)
+CORPUS_PANDAS_SCHEMA = CORPUS_SCHEMA.with_metadata(pa.Schema.from_pandas(corpus_frame(_ONE_ROW), preserve_index=False).metadata)
+
+
 def build_corpus(
     raw: pd.DataFrame,
     *,
@@ -254,7 +252,7 @@ def link_components(raw: pd.DataFrame) -> np.ndarray:
 
     Parents that name no row of the same file are ignored. Rows are nodes; labels are arbitrary.
     """
-    table = _as_raw_table(raw)
+    table = raw_table(raw)
     fcode, _ = _codes(table.column("file"))
     links = _Links(fcode, np.asarray(table.column("message_id"), dtype=np.int64), table.column("parent_ids"))
     return links.components(np.ones(table.num_rows, dtype=bool))

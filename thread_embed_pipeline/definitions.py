@@ -20,8 +20,7 @@ from thread_embed_pipeline.evaluation.runner import API_ENVIRONMENT, SECRET_FIEL
 from thread_embed_pipeline.orchestration.automation import build_upstream_asset
 from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
 from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
-from thread_embed_pipeline.orchestration.source_assets import all_source_assets
-from thread_embed_pipeline.orchestration.streamed_source_assets import all_streamed_source_assets
+from thread_embed_pipeline.orchestration.source_chain import source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
 from thread_embed_pipeline.orchestration.checks import all_checks
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
@@ -126,8 +125,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     return dg.Definitions(
         assets=[
             *upstream_assets,
-            *all_source_assets(),
-            *all_streamed_source_assets(streamed),
+            *source_chain_assets([*SOURCES, *streamed]),
             eval_sets,
             dev_eval_sets,
             eval_exports,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,30 @@ CORPUS_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
+
+
+def raw_table(raw: "pa.Table | pd.DataFrame") -> pa.Table:
+    """A raw table (pandas or Arrow, extra columns ignored) as Arrow in ``RAW_SCHEMA``; missing columns are an error."""
+    columns = raw.column_names if isinstance(raw, pa.Table) else raw.columns
+    missing = missing_columns(columns, RAW_COLUMNS)
+    if missing:
+        raise ValueError(f"raw table lacks columns {missing}")
+    if isinstance(raw, pd.DataFrame):
+        frame = raw[list(RAW_COLUMNS)].reset_index(drop=True)
+        frame = frame.assign(parent_ids=frame["parent_ids"].map(lambda p: [int(x) for x in p] if p is not None else []))
+        return pa.Table.from_pandas(frame, schema=RAW_SCHEMA, preserve_index=False)
+    return raw.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
+
+
+class RawPiece(NamedTuple):
+    """One piece of a source's raw stream: its rows (``RAW_SCHEMA``; None when the sample kept no
+    record of this batch) and how many upstream units (records, servers, files) it read and kept."""
+
+    table: pa.Table | None
+    units_read: int
+    units_kept: int
+
+
 if tuple(RAW_SCHEMA.names) != RAW_COLUMNS or tuple(CORPUS_SCHEMA.names) != CORPUS_COLUMNS:  # pragma: no cover - a typo here
     raise ImportError("schemas: RAW_SCHEMA / CORPUS_SCHEMA must list RAW_COLUMNS / CORPUS_COLUMNS in order")
 

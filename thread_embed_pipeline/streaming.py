@@ -1,10 +1,11 @@
-"""Out-of-core raw -> corpus -> pairs for the streamed sources: record batches in, Parquet row groups out.
+"""Out-of-core raw -> corpus -> pairs for every source: record batches in, Parquet row groups out
+(a file source is a stream of one piece).
 
 Memory is bounded by the batch size, not the dataset:
 
-* :func:`write_raw_stream` reads a source's sampled upstream records chunk by chunk
-  (:meth:`HfSourceSpec.iter_chunks`), parses each chunk to raw rows and appends them to a Parquet
-  file as row groups (``pyarrow.parquet.ParquetWriter``).
+* :func:`write_raw_stream` writes a source's raw pieces (``spec.pieces``: a file source's files
+  parsed whole, or a streamed source's sampled upstream records chunk by chunk) to a Parquet file
+  as row groups (``pyarrow.parquet.ParquetWriter``).
 * :func:`build_corpus_stream` reads the raw Parquet back in batches, never splitting an upstream
   record (a document / exchange / server slice: its rows share ``file`` and ``line``) across two
   calls, runs :func:`corpus.corpus_table` on each piece (conversations never cross upstream
@@ -32,13 +33,13 @@ import pyarrow.parquet as pq
 
 from thread_embed_pipeline.storage import atomic_path
 from thread_embed_pipeline.schemas import Log
-from thread_embed_pipeline.corpus import DROP_REASONS, corpus_frame, corpus_table
+from thread_embed_pipeline.corpus import CORPUS_PANDAS_SCHEMA, DROP_REASONS, corpus_frame, corpus_table
 from thread_embed_pipeline.hard_negatives import add_chat_hard_negatives
 from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.text import TextSettings, prepare_text
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, NEGATIVE_COLUMN, PAIR_STRATEGIES, RAW_COLUMNS, RAW_SCHEMA, hash_fraction
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, NEGATIVE_COLUMN, PAIR_STRATEGIES, RAW_SCHEMA, hash_fraction
 from thread_embed_pipeline.sources.hf import Sampling
-from thread_embed_pipeline.sources.hf_registry import HfSourceSpec
+from thread_embed_pipeline.sources.catalog import Source
 
 
 ROW_GROUP_ROWS = 100_000
@@ -109,10 +110,6 @@ def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[_Background
             raise
 
 
-def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-
-
 class _Progress:
     def __init__(self, log: Log, what: str, every_s: float = 10.0) -> None:
         self.log, self.what, self.every_s = log, what, every_s
@@ -127,7 +124,7 @@ class _Progress:
 
 
 def write_raw_stream(
-    spec: HfSourceSpec,
+    spec: Source,
     root: Path,
     files: list[str],
     sampling: Sampling,
@@ -137,32 +134,27 @@ def write_raw_stream(
     log: Log = print,
     opener=None,
 ) -> dict:
-    """Parse the sampled upstream records of ``files`` into raw rows in ``out_path`` (Parquet).
+    """Write the raw rows of ``spec``'s stream over ``files`` (under ``root``) to ``out_path`` (Parquet).
 
-    ``opener(rel)`` opens a data file as a binary stream (``ResolvedFiles.open``: local or Hub);
-    ``batch_rows`` (default: the source's) upstream records are parsed at a time.
+    The pieces come from ``spec.pieces``: a file source's files parsed whole (one piece), or a
+    streamed source's sampled upstream records, ``batch_rows`` (default: the source's) at a time
+    (``opener(rel)`` opens a data file as a binary stream: ``ResolvedFiles.open``, local or Hub).
 
     Returns ``{"units_read", "units_kept", "read" (raw rows), "kept", "dropped_total",
-    "by_record_type": {...}, "files"}``; units are upstream records (or servers).
+    "by_record_type": {...}, "files"}``; units are upstream records (or servers, or files).
     """
     units_read = units_kept = rows = 0
     by_type: dict[str, int] = {}
-    next_mid: dict[str, int] = {}
     progress = _Progress(log, f"raw/{spec.name}")
     with atomic_parquet_writer(out_path, RAW_SCHEMA) as writer:
-        pending: list[pd.DataFrame] = []
+        pending: list[pa.Table] = []
         pending_rows = 0
-        for chunk in spec.iter_chunks(root, files, sampling, batch_rows=batch_rows or spec.batch_rows, opener=opener):
-            units_read += chunk.units_read
-            units_kept += chunk.units_kept
-            if chunk.records is None:
+        for piece in spec.pieces(root, files, sampling, batch_rows=batch_rows, opener=opener):
+            units_read += piece.units_read
+            units_kept += piece.units_kept
+            table = piece.table
+            if table is None:
                 continue
-            first_mid = next_mid.get(chunk.file, 0)
-            parsed = spec.parse(chunk.records, source=spec.name, file=chunk.file, first_row=chunk.first_row, first_message_id=first_mid, rows=chunk.rows)
-            table = parsed if isinstance(parsed, pa.Table) else _to_table(parsed, RAW_SCHEMA)
-            table = table.select(list(RAW_COLUMNS)).cast(RAW_SCHEMA)
-            if table.num_rows:
-                next_mid[chunk.file] = int(pc.max(table.column("message_id")).as_py()) + 1
             for item in pc.value_counts(table.column("record_type")).to_pylist():
                 by_type[str(item["values"])] = by_type.get(str(item["values"]), 0) + int(item["counts"])
             rows += table.num_rows
@@ -186,9 +178,12 @@ def write_raw_stream(
     }
 
 
-def _aligned_batches(path: Path, keys: list[str], batch_rows: int) -> Iterator[pa.Table]:
+def _aligned_batches(path: Path, keys: list[str], batch_rows: int | None) -> Iterator[pa.Table]:
     """Arrow tables of a Parquet file in which the rows of one ``keys`` value are never split
-    (the file holds each key's rows contiguously)."""
+    (the file holds each key's rows contiguously). ``batch_rows=None``: the whole file, one piece."""
+    if batch_rows is None:
+        yield pq.read_table(path)
+        return
     carry: pa.Table | None = None
     # pre_buffer=False: with read-ahead buffering, iter_batches holds on to more and more memory
     for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows):
@@ -223,10 +218,14 @@ def build_corpus_stream(
     source: str,
     platform: str,
     cut_keys: tuple[str, ...] = ("file", "line"),
-    batch_rows: int = 200_000,
+    batch_rows: int | None = 200_000,
     log: Log = print,
 ) -> dict:
     """``corpus.corpus_table`` over a raw Parquet file, piece by piece; writes ``out_path``.
+
+    ``batch_rows=None``: the whole file is one piece (a file source), so the output is sorted by
+    ``conversation_id`` throughout. The file carries pandas metadata, so ``pd.read_parquet`` gives
+    the corpus dtypes (``corpus.corpus_frame``).
 
     Returns the summed accounting ``{"read", "kept", "dropped": {reason: n}, "messages/<split>",
     "conversations/<split>"}``.
@@ -236,9 +235,10 @@ def build_corpus_stream(
     messages: dict[str, int] = {}
     conversations: dict[str, int] = {}
     progress = _Progress(log, f"corpus/{source}")
-    with atomic_parquet_writer(out_path, CORPUS_SCHEMA) as writer:
+    with atomic_parquet_writer(out_path, CORPUS_PANDAS_SCHEMA) as writer:
         for piece in _aligned_batches(Path(raw_path), list(cut_keys), batch_rows):
             table, acc = corpus_table(piece, source=source, platform=platform)
+            table = table.replace_schema_metadata(CORPUS_PANDAS_SCHEMA.metadata)
             read += acc["read"]
             kept += acc["kept"]
             for r, v in acc["dropped"].items():
@@ -266,7 +266,7 @@ def build_pairs_stream(
     hard_negatives: bool = False,
     hard_negative_window_minutes: int = 30,
     text_settings: TextSettings | None = None,
-    batch_rows: int = 200_000,
+    batch_rows: int | None = 200_000,
     log: Log = print,
 ) -> tuple[pd.DataFrame, dict]:
     """Pairs of a seeded sample of the corpus's conversations, built piece by piece.

@@ -25,10 +25,10 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "4",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: schemas.py changed, same rows)
-    "corpus": "3",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder, streamed pieces sorted by conversation_id)
+    "raw": "4",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: every source written by the one raw stream writer, same rows)
+    "corpus": "3",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder and stream writer for every source; streamed pieces sorted by conversation_id)
     "text": "2",  # pseudonyms, mentions, redaction, bot and short-conversation drops (v2: schemas.py changed, same rows)
-    "pairs": "3",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span)
+    "pairs": "3",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream)
     "eval_sets": "3",  # (v2: protocols, dev split; v3: schemas.py changed, same rows)
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
     "model": "3",  # (v2: time budget; v3: the negative column named in schemas, same training)
@@ -37,10 +37,10 @@ CODE_VERSIONS: dict[str, str] = {
 
 # The modules (relative to the package) whose code decides what each stage writes.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "streaming.py", "schemas.py"),
+    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "sources/catalog.py", "streaming.py", "schemas.py"),
     "corpus": ("corpus.py", "streaming.py", "schemas.py"),
     "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py", "schemas.py"),
-    "pairs": ("pairs.py", "hard_negatives.py", "schemas.py"),
+    "pairs": ("pairs.py", "hard_negatives.py", "streaming.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "training_pairs": ("pairs.py",),
     "model": ("training.py", "batching.py"),

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import dagster as dg
     import pandas as pd
-    from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+    from thread_embed_pipeline.orchestration.source_chain import build_source_chain
     from thread_embed_pipeline.orchestration.io import ParquetIOManager
     from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
     from thread_embed_pipeline.sources.registry import SOURCES
@@ -41,7 +41,7 @@ CHILD = textwrap.dedent(
             print("WRITING", path, flush=True)
             time.sleep(600)
         pd.DataFrame.to_parquet = stalled
-    assets = build_source_assets(SOURCES["slack_dev_chats"])
+    assets = build_source_chain(SOURCES["slack_dev_chats"])
     os.environ["THREAD_EMBED_DATA_DIR"] = data
     result = dg.materialize(
         assets,

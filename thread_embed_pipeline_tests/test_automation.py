@@ -151,10 +151,10 @@ def test_observable_sources_feed_raw_assets_and_automation_is_declared_running()
 
 def test_assets_report_content_data_versions(tmp_path, mirror_root, monkeypatch):
     """A real materialisation: the same input gives the same data version, a changed one a new one."""
-    from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+    from thread_embed_pipeline.orchestration.source_chain import build_source_chain
     from thread_embed_pipeline.orchestration.io import ParquetIOManager
 
-    assets = build_source_assets(SOURCES["slack_dev_chats"])
+    assets = build_source_chain(SOURCES["slack_dev_chats"])
     instance = dg.DagsterInstance.ephemeral()
     monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
     resources = {"io_manager": ParquetIOManager(), "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root), max_files_per_folder=1)}

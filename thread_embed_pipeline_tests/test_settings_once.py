@@ -8,7 +8,7 @@ from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
 from thread_embed_pipeline.evaluation.runner import ApiSettings
 from thread_embed_pipeline.orchestration.eval_assets import DevEvalSetsConfig, EvalSetsConfig
 from thread_embed_pipeline.orchestration.resources import EmbeddingApisResource
-from thread_embed_pipeline.orchestration.source_assets import PAIR_BUILDER_FIELDS, PairsConfig, TextConfig, pair_builder_settings
+from thread_embed_pipeline.orchestration.source_chain import PAIR_BUILDER_FIELDS, PairsConfig, TextConfig, pair_builder_settings
 from thread_embed_pipeline.orchestration.training_assets import ModelConfig
 from thread_embed_pipeline.pairs import PairBuilderSettings
 from thread_embed_pipeline.text import TextSettings

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from thread_embed_pipeline.orchestration.source_assets import build_source_assets
+from thread_embed_pipeline.orchestration.source_chain import build_source_chain
 from thread_embed_pipeline.sources.registry import slice_files
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
@@ -13,7 +13,7 @@ from thread_embed_pipeline_tests.runs import materialize_in
 
 
 def _materialize_raw(tmp_path, mirror_dir, name="discord_disco"):
-    raw = build_source_assets(get_source(name))[0]
+    raw = build_source_chain(get_source(name))[0]
     return materialize_in(
         tmp_path / "data",
         [raw],
@@ -69,3 +69,26 @@ def test_slice_keeps_whole_file_groups_per_folder(limit, expected):
     kept = slice_files(files, limit)
     assert len(kept) == expected
     assert ("data/train/a.ascii.txt" in kept) == ("data/train/a.annotation.txt" in kept)
+
+
+def test_every_spec_is_a_source_and_a_file_source_is_a_stream_of_one_piece(mirror_root):
+    from dataclasses import dataclass
+
+    from thread_embed_pipeline.schemas import RAW_SCHEMA
+    from thread_embed_pipeline.sources.catalog import ALL_SOURCES, Source
+    from thread_embed_pipeline.sources.hf import Sampling
+
+    assert all(isinstance(spec, Source) for spec in ALL_SOURCES.values())
+
+    @dataclass
+    class NoStream:  # a spec that cannot say how its bytes become raw rows is no Source
+        name: str = "x"
+
+    assert not isinstance(NoStream(), Source)
+    spec = get_source("slack_dev_chats")
+    files = slice_files(spec.file_paths, 1)
+    pieces = list(spec.pieces(mirror_root / spec.mirror_subdir, files, Sampling()))
+    assert len(pieces) == 1 and pieces[0].units_read == pieces[0].units_kept == len(files)
+    assert pieces[0].table.schema.equals(RAW_SCHEMA) and pieces[0].table.num_rows > 0
+    with pytest.raises(ValueError, match="file source.*no sampling"):
+        list(spec.pieces(mirror_root / spec.mirror_subdir, files, Sampling(unit_fraction=0.5)))

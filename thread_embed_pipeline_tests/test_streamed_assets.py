@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.orchestration.streamed_source_assets import build_streamed_source_assets
+from thread_embed_pipeline.orchestration.source_chain import build_source_chain
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, training_pairs
 from thread_embed_pipeline.orchestration.checks import all_checks
 from thread_embed_pipeline.definitions import build_definitions, defs, enabled_streamed_sources
@@ -72,7 +72,7 @@ def _chain_checks(name: str):
 def _materialize(tmp_path: Path, mirror: Path | None, name: str, run_config: dict | None = None):
     return materialize_in(
         tmp_path / "data",
-        [*build_streamed_source_assets(HF_SOURCES[name]), *_chain_checks(name)],
+        [*build_source_chain(HF_SOURCES[name]), *_chain_checks(name)],
         resources={
             "io_manager": ParquetIOManager(),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror) if mirror else None, cache_dir=str(tmp_path / "cache")),

@@ -366,7 +366,7 @@ def test_timeline_of() -> None:
 def test_the_text_assets_config_declares_exactly_the_text_settings():
     import dataclasses
 
-    from thread_embed_pipeline.orchestration.source_assets import TextConfig
+    from thread_embed_pipeline.orchestration.source_chain import TextConfig
 
     fields = {f.name: f.default for f in dataclasses.fields(TextSettings)}
     assert {name: f.default for name, f in TextConfig.model_fields.items()} == fields

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from thread_embed_pipeline.schemas import PAIR_STRATEGIES
+from thread_embed_pipeline.schemas import PAIR_STRATEGIES, RawPiece, raw_table
 
 from . import hf_parsers
 from .errors import SourceDataError
@@ -76,6 +77,25 @@ class HfSourceSpec:
         """The data files present in a mirror folder of this dataset (``max_files_per_folder`` is for file sources)."""
         present = [p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file()]
         return matching_files(present, self.dataset.data_files)
+
+    piece_rows = 200_000  # corpus and pairs are built this many rows at a time (never splitting a record / conversation)
+
+    def pieces(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int | None = None, opener=None) -> Iterator[RawPiece]:
+        """The raw stream: the sampled records of ``files``, parsed ``batch_rows`` (default: the source's) at a time.
+
+        ``message_id`` runs on across the pieces of one data file.
+        """
+        next_mid: dict[str, int] = {}
+        for chunk in self.iter_chunks(root, files, sampling, batch_rows=batch_rows or self.batch_rows, opener=opener):
+            if chunk.records is None:
+                yield RawPiece(None, chunk.units_read, chunk.units_kept)
+                continue
+            first_mid = next_mid.get(chunk.file, 0)
+            parsed = self.parse(chunk.records, source=self.name, file=chunk.file, first_row=chunk.first_row, first_message_id=first_mid, rows=chunk.rows)
+            table = raw_table(parsed)
+            if table.num_rows:
+                next_mid[chunk.file] = int(pc.max(table.column("message_id")).as_py()) + 1
+            yield RawPiece(table, chunk.units_read, chunk.units_kept)
 
     def iter_chunks(self, root: Path, files: list[str], sampling: Sampling, *, batch_rows: int = 20_000, opener=None) -> Iterator[UpstreamChunk]:
         """The sampled records of ``files`` (relative to ``root``), in order, ``batch_rows`` at a time.

@@ -9,14 +9,17 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from thread_embed_pipeline.schemas import PAIR_STRATEGIES, RawPiece, raw_table
+
 from .annot import parse_annot
+from .hf import Sampling
 from .chat_xml import parse_chat_xml
 from .irc import parse_irc
 
@@ -63,6 +66,16 @@ class SourceSpec:
     # -- what every source spec answers (``sources.catalog.Source``) -----------------------------
     streamed = False
     origin_without_mirror = "download, pinned commit"
+    piece_rows = None  # one piece: conversations (IRC link components) may span a whole file
+    corpus_cut_keys = ("file",)
+    pair_strategies = PAIR_STRATEGIES
+    require_question_mark = True
+
+    def pieces(self, root: Path, files: list[str], sampling: Sampling | None = None, *, batch_rows: int | None = None, opener=None) -> Iterator[RawPiece]:
+        """The raw stream of a file source: ``files`` parsed whole, one piece (a file source takes no sampling)."""
+        if sampling is not None and sampling != Sampling():
+            raise ValueError(f"{self.name} is a file source: it reads its manifest files whole (no sampling); got {sampling}")
+        yield RawPiece(raw_table(self.parse(Path(root), list(files))), len(files), len(files))
 
     @property
     def upstream_ref(self) -> str:
