@@ -20,6 +20,7 @@ from thread_embed_pipeline.evaluation.runner import API_ENVIRONMENT, SECRET_FIEL
 from thread_embed_pipeline.orchestration.automation import build_upstream_asset
 from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
 from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
+from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, release_model
 from thread_embed_pipeline.orchestration.source_chain import source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
 from thread_embed_pipeline.orchestration.checks import all_checks
@@ -114,6 +115,11 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         default_status=dg.DefaultSensorStatus.STOPPED if os.environ.get("THREAD_EMBED_AUTOMATION", "").lower() == "off" else dg.DefaultSensorStatus.RUNNING,
         description="Requests an asset when an upstream data version or its own code version changed (see orchestration/automation.py).",
     )
+    release_job = dg.define_asset_job(
+        "release_job",
+        selection=dg.AssetSelection.assets(RELEASE_KEY),
+        description="Assemble the release folder from the current model and eval report, and publish it with push: true, repo_id and HF_TOKEN.",
+    )
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
@@ -133,6 +139,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
             build_training_pairs_asset(streamed),
             model,
             build_eval_report_asset(external_eval_sets),
+            release_model,
         ],
         asset_checks=all_checks(streamed),
         resources={
@@ -140,12 +147,14 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=storage.default_mirror_dir(), max_files_per_folder=storage.max_files_per_folder()),
             "trainer": TrainerResource(),
+            # HF_TOKEN as dg.EnvVar (resolved at run time, masked in the UI); HF_ENDPOINT for a mirror of the Hub
+            "hub": HubResource(token=_secret("HF_TOKEN"), endpoint=os.environ.get("HF_ENDPOINT")),
             "embedding_apis": EmbeddingApisResource(
                 # keys as dg.EnvVar (resolved at run time, masked in the UI), endpoints as plain values
                 **{name: _secret(variable) if name in SECRET_FIELDS else os.environ.get(variable) for name, variable in API_ENVIRONMENT.items()}
             ),
         },
-        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, *source_chain_jobs],
         schedules=schedules,
         sensors=[automation_sensor],
         executor=dg.in_process_executor,

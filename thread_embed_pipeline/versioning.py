@@ -32,6 +32,7 @@ CODE_VERSIONS: dict[str, str] = {
     "eval_sets": "3",  # (v2: protocols, dev split; v3: schemas.py changed, same rows)
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
     "model": "3",  # (v2: time budget; v3: the negative column named in schemas, same training)
+    "release": "1",  # the release folder: checkpoint, card as README.md, hybrid weight
     "eval_report": "3",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/)
 }
 
@@ -44,6 +45,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "training_pairs": ("pairs.py",),
     "model": ("training.py", "batching.py"),
+    "release": ("release.py",),
     "eval_report": (
         "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
         "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "model_card.py", "search.py",
@@ -159,7 +161,9 @@ def files_fingerprint(root: Path, rel_paths: Iterable[str]) -> tuple[str, dict]:
 
 
 def value_fingerprint(value) -> str:
-    """Data version of an asset value: a DataFrame's content or a (Parquet) file's bytes."""
+    """Data version of an asset value: a DataFrame's content, a (Parquet) file's bytes, or a JSON summary's text."""
+    if isinstance(value, dict):
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
     if isinstance(value, pd.DataFrame):
         return frame_fingerprint(value)
     if isinstance(value, Path):

@@ -14,13 +14,17 @@ from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_L
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.release_assets import HubResource
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline_tests import hf_fixtures
 from thread_embed_pipeline_tests.fake_embedding_server import FakeEmbeddingServer
+from thread_embed_pipeline_tests.fake_hub import FakeHub
 
 FAKE_KEY = "sk-test-DO-NOT-LEAK-4b1d9e"
+FAKE_HF_TOKEN = "hf_test_DO_NOT_LEAK_7c2e0a"
+RELEASE_REPO = "someone/threadembed-e2e"
 DIMS = [32, 16]
 METRICS = {"mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10"}
 
@@ -34,6 +38,7 @@ def _run_config(tiny_model_dir) -> dict:
             "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
             "dev_eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
             "eval_report": {"config": {"bootstrap_resamples": 100, "extra_models": ["openai:text-embedding-3-small"]}},
+            "release__model": {"config": {"push": True, "repo_id": RELEASE_REPO}},
         }
     }
 
@@ -65,18 +70,22 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
         if folder.is_dir():
             (mirror / folder.name).symlink_to(folder, target_is_directory=True)
     hf_fixtures.write_all(mirror)
-    with FakeEmbeddingServer() as server:
+    with FakeEmbeddingServer() as server, FakeHub(token=FAKE_HF_TOKEN) as hub:
         resources = {
             "io_manager": ParquetIOManager(),
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror), max_files_per_folder=1),
             "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
             "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),
+            "hub": HubResource(token=FAKE_HF_TOKEN, endpoint=hub.endpoint),
         }
         instance = dg.DagsterInstance.ephemeral()
         assets = list(defs.assets)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("THREAD_EMBED_DATA_DIR", str(base / "data"))  # the IO manager's files, reports, exports, the embedding cache
+            import huggingface_hub.constants
+
+            patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the release goes to the fake Hub on 127.0.0.1
             result = dg.materialize([*assets, *defs.asset_checks], instance=instance, resources=resources, run_config=_run_config(tiny_model_dir))
             yield instance, resources, result, base, assets, server
 
@@ -139,15 +148,37 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert any(k.endswith("/thread") for k in dev_check.metadata)  # scored on dev thread sets
 
 
-def test_api_key_never_reaches_event_log_or_outputs(graph_run):
+def test_api_key_and_hf_token_never_reach_event_log_or_outputs(graph_run):
     instance, _, result, base, _, _ = graph_run
     records = instance.get_records_for_run(result.run_id).records
     assert records
     for record in records:
-        assert FAKE_KEY not in str(record.event_log_entry), record.event_log_entry.dagster_event_type
+        for secret in (FAKE_KEY, FAKE_HF_TOKEN):
+            assert secret not in str(record.event_log_entry), record.event_log_entry.dagster_event_type
     for path in base.rglob("*"):
         if path.is_file():
-            assert FAKE_KEY.encode() not in path.read_bytes(), path
+            data = path.read_bytes()
+            assert FAKE_KEY.encode() not in data and FAKE_HF_TOKEN.encode() not in data, path
+
+
+def test_release_folder_loads_and_is_published_with_its_revision(graph_run):
+    from sentence_transformers import SentenceTransformer
+
+    _, _, result, base, _, _ = graph_run
+    folder = base / "data" / "release" / "model"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "sentence-transformers" and card.data.eval_results  # model-index from the report
+    assert {r.dataset_name.split("(")[1].split(",")[0] for r in card.data.eval_results} == {"pseudonymised", "names visible"}
+    assert "## Eval protocols" in card.text and "Recommended retriever" in card.text
+    assert not (base / "data" / "reports" / "release_card.md").exists()  # nothing written into eval_report's folder
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model.encode(["speaker_1: hello"]).shape == (1, DIMS[0])
+    meta = result.asset_materializations_for_node("release__model")[0].metadata
+    assert meta["pushed"].value is True and meta["repo_id"].value == RELEASE_REPO
+    summary = json.loads((base / "data" / "release" / "model.json").read_text())
+    assert summary["revision"] == meta["revision"].value and summary["files"] == meta["files"].value
 
 
 def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(graph_run, tiny_model_dir):
@@ -161,5 +192,5 @@ def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(
     materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialised == {
         "slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs",
-        "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "eval_report",
+        "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "eval_report", "release/model",
     }

@@ -22,6 +22,7 @@ from thread_embed_pipeline.orchestration.keys import corpus_key
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
+from thread_embed_pipeline.orchestration.release_assets import HubResource
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS
 from thread_embed_pipeline.sources.registry import SOURCES
@@ -111,6 +112,7 @@ def privacy_run(tmp_path_factory, tiny_model_dir):
         "chat_sources": ChatSourcesResource(mirror_dir=str(base / "no-mirror")),
         "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
         "embedding_apis": EmbeddingApisResource(),
+        "hub": HubResource(),  # no token: the release folder is written, nothing is pushed
     }
     # everything downstream of the three corpora, minus the streamed sources' chains
     selection = dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES]).downstream() - dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES])
@@ -142,8 +144,10 @@ def test_nothing_trained_on_or_published_carries_a_name_email_or_secret(privacy_
         *sorted(p for p in (data / "exports").rglob("*") if p.is_file()),
         *sorted(p for p in (data / "reports").rglob("*") if p.is_file()),
         *sorted(p for p in models.rglob("*") if p.is_file()),
+        *sorted(p for p in (data / "release").rglob("*") if p.is_file()),  # what would be pushed to the Hub
     ]
     assert any(p.name == "model_card.md" for p in published)  # the model card is among them
+    assert any(p.name == "README.md" and "release" in p.parts for p in published)  # and the release with its card
     assert any("exports" in p.parts for p in published)
     leaks = {str(p.relative_to(base)): found for p in published if (found := _scan(p))}
     assert not leaks, leaks
