@@ -33,7 +33,7 @@ CODE_VERSIONS: dict[str, str] = {
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
     "model": "3",  # (v2: time budget; v3: the negative column named in schemas, same training)
     "release": "1",  # the release folder: checkpoint, card as README.md, hybrid weight
-    "eval_report": "3",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/)
+    "eval_report": "4",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers)
 }
 
 # The modules (relative to the package) whose code decides what each stage writes.

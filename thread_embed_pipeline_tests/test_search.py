@@ -73,3 +73,49 @@ def test_from_checkpoint_refuses_a_weight_chosen_for_another_checkpoint(tiny_mod
     write_retriever_settings(reports, weight=0.6, dim=8, chosen_on="dev", scope="global", fingerprint="0" * 64)
     with pytest.raises(ValueError, match="another checkpoint"):
         HybridRetriever.from_checkpoint(tiny_model_dir, device="cpu")
+
+
+def _chat_corpus():
+    from thread_embed_pipeline_tests.chat_fixtures import make_corpus
+
+    conversations = {
+        "toy/log/grub": [("alice", "grub fails to boot after the upgrade", None), ("bob", "reinstall grub-pc from a live cd", 0), ("alice", "thanks, grub works", 1)],
+        "toy/log/wifi": [("carol", "my wifi driver is broken", None), ("dave", "try the backports kernel", 0), ("carol", "wifi is back", 1)],
+        "toy/log/apt": [("erin", "apt install fails with a lock error", None), ("frank", "another apt process is running, wait for it", 0), ("erin", "ok apt works now", 1)],
+    }
+    return make_corpus(conversations, split_of=lambda cid: "test")
+
+
+def test_search_cli_answers_with_threads_and_messages_and_reuses_its_index(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from thread_embed_pipeline.search import main
+
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    corpus = tmp_path / "mychat.parquet"
+    _chat_corpus().to_parquet(corpus, index=False)
+    argv = ["how do I fix a broken apt lock?", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--weight", "0", "--k", "2", "--messages", "1"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("1. toy/log/apt ") and "3 messages, test" in lines[0]
+    assert "apt install fails with a lock error" in lines[1] and "erin" not in out and "speaker_" in lines[1]  # pseudonymised, as trained
+    assert len([line for line in lines if line[:2] in ("1.", "2.")]) == 2
+    assert "building the search index of 3 threads" in err
+    index = tmp_path / "data" / "search" / "mychat__test.parquet"
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(index).metadata
+    assert meta[b"dim"] == b"32" and meta[b"precision"] == b"float32" and len(meta[b"model_id"]) == 64  # the checkpoint's fingerprint
+    assert main(argv) == 0
+    again, err = capsys.readouterr()
+    assert again == out and "search index" in err and "building" not in err  # the index is reused, same answer
+    assert main([*argv, "--dim", "16"]) == 0
+    assert "building the search index" in capsys.readouterr().err  # another dim is another index
+
+
+def test_search_cli_says_what_to_materialise_without_data(tmp_path, monkeypatch, capsys):
+    from thread_embed_pipeline.search import main
+
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit):
+        main(["grub?", "--source", "irc_disentangle"])
+    assert "materialise irc_disentangle/text first, or pass --corpus" in capsys.readouterr().err
