@@ -20,7 +20,7 @@ from thread_embed_pipeline.evaluation.runner import API_ENVIRONMENT, SECRET_FIEL
 from thread_embed_pipeline.orchestration.automation import build_upstream_asset
 from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
 from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
-from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, release_model
+from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, build_search_index_asset, model_onnx, release_model
 from thread_embed_pipeline.orchestration.source_chain import source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
 from thread_embed_pipeline.orchestration.checks import all_checks
@@ -89,7 +89,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     )
     retrain_job = dg.define_asset_job(
         "retrain_and_eval_job",
-        selection=dg.AssetSelection.assets("training_pairs", "model", "eval_report"),
+        selection=dg.AssetSelection.assets("training_pairs", "model", "model_onnx", "eval_report"),
         description="Resample the training pairs, retrain the model and re-run the evaluation from the stored pairs and eval sets.",
     )
     schedules = [
@@ -139,7 +139,10 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
             build_training_pairs_asset(streamed),
             model,
             build_eval_report_asset(external_eval_sets),
+            model_onnx,
             release_model,
+            # the mirrored sources have a text stage (threads to show); the streamed ones go corpus → pairs
+            *[build_search_index_asset(name) for name in SOURCES],
         ],
         asset_checks=all_checks(streamed),
         resources={

@@ -40,15 +40,20 @@ class PublishSettings:
     endpoint: str | None = None  # None: the Hub (or HF_ENDPOINT)
 
 
-def assemble_release(checkpoint: Path, out: Path, *, card: str, extras: Path | None = None) -> dict:
-    """Copy the checkpoint, the card text (as ``README.md``) and the files of :data:`EXTRA_FILES` found in
-    ``extras`` into ``out`` (replaced whole). Returns ``{"files": [{"path", "bytes", "sha256"}], "bytes"}``."""
+def assemble_release(checkpoint: Path, out: Path, *, card: str, extras: Path | None = None, onnx_dir: Path | None = None) -> dict:
+    """Copy the checkpoint, the card text (as ``README.md``), the files of :data:`EXTRA_FILES` found in
+    ``extras`` and the ONNX files of ``onnx_dir`` (as ``onnx/``, the Hub layout) into ``out`` (replaced
+    whole). Returns ``{"files": [{"path", "bytes", "sha256"}], "bytes"}``."""
     checkpoint, out = Path(checkpoint), Path(out)
     require_checkpoint(checkpoint)
+    if onnx_dir is not None and not any(Path(onnx_dir).glob("*.onnx")):
+        raise FileNotFoundError(f"no ONNX files in {onnx_dir}; materialise `model_onnx` first")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copytree(checkpoint, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "runs", CARD_FILE))
+        shutil.copytree(checkpoint, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "onnx", CARD_FILE))
+        if onnx_dir is not None:
+            shutil.copytree(onnx_dir, staging / "onnx", ignore=shutil.ignore_patterns("*.tmp"))
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         for name in EXTRA_FILES:
             if extras is not None and (Path(extras) / name).is_file():
@@ -158,7 +163,7 @@ def eval_results(results, *, model: str = "fine_tuned") -> list:
     ]
 
 
-def release_card(checkpoint: Path, project_card: Path, results, model_summary: dict, *, model_name: str = "ThreadEmbed chat embedding model") -> str:
+def release_card(checkpoint: Path, project_card: Path, results, model_summary: dict, *, model_name: str = "ThreadEmbed chat embedding model", onnx: dict | None = None) -> str:
     """The release's README.md, the ecosystem's way: sentence-transformers' own card for the checkpoint
     (``SentenceTransformerModelCardData``: language, base model, tags; architecture and usage), with
     the eval report's test numbers as ``model-index`` metadata, then this project's sections (protocols
@@ -183,8 +188,28 @@ def release_card(checkpoint: Path, project_card: Path, results, model_summary: d
     body = Path(project_card).read_text(encoding="utf-8")
     if body.startswith("---"):
         body = body.split("---", 2)[2]
-    card.text = f"{card.text.rstrip()}\n\n# ThreadEmbed: how this model was trained and evaluated\n\n{body.strip()}\n"
+    onnx_section = onnx_card_section(onnx) if onnx else ""
+    card.text = f"{card.text.rstrip()}\n\n{onnx_section}# ThreadEmbed: how this model was trained and evaluated\n\n{body.strip()}\n"
     return str(card)
+
+
+def onnx_card_section(onnx: dict) -> str:
+    """The card's "ONNX" section: the files, their size and fidelity, and how to run them."""
+    rows = "\n".join(
+        f"| `{v['file']}` | {v['bytes'] / 1e6:.1f} MB | {v['min_cosine_vs_pytorch']:.4f} |" for v in onnx["variants"].values()
+    )
+    return (
+        "## ONNX for CPU inference\n\n"
+        "| file | size | min cosine to PyTorch (probe texts) |\n|---|---:|---:|\n"
+        f"{rows}\n\n"
+        f"Exported with `torch.onnx` (opset {onnx['opset']}) and ONNX Runtime's transformer fusions; the int8 file has "
+        "per-channel int8 MatMul weights and dynamic activations (`onnxruntime.quantization.quantize_dynamic`). "
+        "The files follow the layout of sentence-transformers' `backend=\"onnx\"` "
+        "(`model_kwargs={\"file_name\": \"onnx/model_qint8.onnx\"}`), which needs `optimum-onnx`; its current release does not "
+        "install next to transformers 5, so this project runs them with "
+        "`thread_embed_pipeline.onnx_export.load_onnx_model(path, \"onnx/model_qint8.onnx\")` (ONNX Runtime inside the "
+        "folder's SentenceTransformer).\n\n"
+    )
 
 
 def make_release(
@@ -194,11 +219,13 @@ def make_release(
     *,
     publish: PublishSettings | None,
     token: str | None,
+    onnx: dict | None = None,
     log: Callable[[str], None] = print,
     **publish_options,
 ) -> dict:
-    """Assemble the release folder ``out`` from the ``model`` summary and the eval report's folder,
-    then publish it when ``publish`` is given and a token is there.
+    """Assemble the release folder ``out`` from the ``model`` summary, the eval report's folder and the
+    ``model_onnx`` summary (``onnx``: its ``onnx/`` files ship too), then publish it when ``publish`` is
+    given and a token is there.
 
     Returns ``{"folder", "files", "bytes", "pushed", "repo_id", "revision", "commit_url", "pr_url",
     "private", "not_pushed"}``; ``not_pushed`` says why nothing was pushed (None when it was).
@@ -211,8 +238,9 @@ def make_release(
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} missing in {reports_dir}; materialise `eval_report` first")
     require_checkpoint(checkpoint)
-    card = release_card(checkpoint, reports_dir / "model_card.md", pd.read_parquet(reports_dir / "results.parquet"), model_summary)
-    manifest = assemble_release(checkpoint, out, card=card, extras=reports_dir)
+    card = release_card(checkpoint, reports_dir / "model_card.md", pd.read_parquet(reports_dir / "results.parquet"), model_summary, onnx=onnx)
+    onnx_dir = Path(onnx["folder"]) / "onnx" if onnx else None
+    manifest = assemble_release(checkpoint, out, card=card, extras=reports_dir, onnx_dir=onnx_dir)
     log(f"release folder {out}: {len(manifest['files'])} files, {manifest['bytes'] / 1e6:.1f} MB")
     summary = {"folder": str(out), "files": len(manifest["files"]), "bytes": manifest["bytes"], "manifest": manifest["files"], "pushed": False,
                "repo_id": publish.repo_id if publish else None, "private": publish.private if publish else None,

@@ -176,6 +176,26 @@ def messages_to_read(thread: str, query: str, n: int = 3) -> list[str]:
     return [lines[i] for i in best]
 
 
+def index_path(name: str, split: str) -> Path:
+    """Where the index of a source's (or corpus file's) ``split`` threads lives: ``<data dir>/search/<name>__<split>.parquet``."""
+    return storage.data_dir() / "search" / f"{name}__{split}.parquet"
+
+
+def build_search_index(text: pd.DataFrame, model_path: str | Path, out_path: str | Path, *, split: str = "test", log=print) -> dict:
+    """Index the ``split`` (or ``"all"``) threads of a text-stage table with the checkpoint's dev-chosen
+    retriever (:meth:`HybridRetriever.from_checkpoint`) into ``out_path`` (see :func:`load_or_build_index`;
+    an up-to-date index is reused). Returns what the index records."""
+    documents = thread_documents(text, None if split == "all" else split)
+    retriever = HybridRetriever.from_checkpoint(model_path, device="cpu")
+    model_id = model_fingerprint(model_path)
+    embeddings = load_or_build_index(Path(out_path), documents, retriever, model_id=model_id, log=log)
+    return {
+        "path": str(out_path), "threads": len(documents), "messages": int(documents["n_messages"].sum()), "split": split,
+        "model": Path(model_path).name, "model_fingerprint": model_id, "dim": retriever.dim, "precision": INDEX_PRECISION,
+        "weight": retriever.weight, "bytes": int(embeddings.nbytes),
+    }
+
+
 def _default_model() -> str:
     release = storage.data_dir() / "release" / "model"
     if (release / "modules.json").is_file():
@@ -225,8 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retriever = HybridRetriever.from_checkpoint(model_path, device="cpu", **overrides)
     model_id = model_fingerprint(model_path) if Path(model_path).is_dir() else model_path
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731 - results on stdout, progress on stderr
-    index_path = storage.data_dir() / "search" / f"{name}__{args.split}.parquet"
-    embeddings = load_or_build_index(index_path, documents, retriever, model_id=model_id, log=log)
+    embeddings = load_or_build_index(index_path(name, args.split), documents, retriever, model_id=model_id, log=log)
     retriever.index(documents["text"].tolist(), embeddings)
     query, _ = redact_text(args.query)
     for rank, (i, score) in enumerate(retriever.search(query, k=args.k), start=1):

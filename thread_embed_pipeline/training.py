@@ -60,9 +60,17 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def load_sentence_model(name_or_path: str, *, device: str | None = None):
-    """Load a SentenceTransformer with a readable error when offline and the weights are not local."""
+    """Load a SentenceTransformer with a readable error when offline and the weights are not local.
+
+    ``<folder>/onnx/<file>.onnx`` loads the folder with its transformer running that ONNX file in ONNX
+    Runtime on the CPU (:func:`thread_embed_pipeline.onnx_export.load_onnx_model`)."""
     from sentence_transformers import SentenceTransformer
 
+    from thread_embed_pipeline.onnx_export import load_onnx_model, split_onnx_spec
+
+    onnx = split_onnx_spec(name_or_path)
+    if onnx is not None:
+        return load_onnx_model(*onnx)
     resolved = resolve_model_path(name_or_path)
     try:
         return SentenceTransformer(resolved, device=device or default_device())

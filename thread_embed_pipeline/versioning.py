@@ -31,9 +31,11 @@ CODE_VERSIONS: dict[str, str] = {
     "pairs": "3",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream)
     "eval_sets": "3",  # (v2: protocols, dev split; v3: schemas.py changed, same rows)
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
-    "model": "3",  # (v2: time budget; v3: the negative column named in schemas, same training)
-    "release": "1",  # the release folder: checkpoint, card as README.md, hybrid weight
-    "eval_report": "4",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers)
+    "model": "4",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training)
+    "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
+    "onnx": "1",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8
+    "search_index": "1",  # search_index/<source>: the threads embedded by the released model
+    "eval_report": "5",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions)
 }
 
 # The modules (relative to the package) whose code decides what each stage writes.
@@ -46,9 +48,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "training_pairs": ("pairs.py",),
     "model": ("training.py", "batching.py"),
     "release": ("release.py",),
+    "onnx": ("onnx_export.py",),
+    "search_index": ("search.py", "schemas.py"),
     "eval_report": (
         "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
-        "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "model_card.py", "search.py",
+        "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "evaluation/precision.py", "model_card.py", "search.py", "onnx_export.py",
     ),
 }
 

@@ -119,6 +119,13 @@ def test_model_fingerprint(tiny_model_dir, other_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, copy)
     (copy / "README.md").write_text("edited docs")
     assert model_fingerprint(copy) == fp  # location and docs do not matter
+    # nor what a release folder adds beside the weights: the retriever settings and the ONNX exports
+    (copy / "hybrid_retriever.json").write_text("{}")
+    (copy / "onnx").mkdir()
+    (copy / "onnx" / "model.onnx").write_bytes(b"onnx")
+    assert model_fingerprint(copy) == fp
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes()[:-1] + b"\0")
+    assert model_fingerprint(copy) != fp  # the weights do
     with pytest.raises(FileNotFoundError):
         model_fingerprint(tmp_path / "nope")
 

@@ -115,6 +115,17 @@ def test_whole_graph_materialises_and_report_covers_every_model_set_task_dim(gra
     assert (own_rows["seen_in_training"] == own_rows["platform"].isin(trained_on)).all()
     assert not report.loc[~report["eval_set"].str.startswith("threadembed"), "seen_in_training"].any()
     assert set(own_rows["protocol"]) == {"pseudonymised", "names_visible"} and report.loc[~report["eval_set"].str.startswith("threadembed"), "protocol"].isna().all()
+    # the fine-tuned vectors in int8 / binary indexes: every set and dim, and the dims x precision panel
+    for precision in ("int8", "int8+rescore", "binary", "binary+rescore"):
+        rows = report[report["model"] == f"fine_tuned@{precision}"]
+        assert set(zip(rows["eval_set"], rows["source"], rows["task"])) >= set(own) and set(rows["dim"]) == set(DIMS)
+    panel = result.asset_materializations_for_node("eval_report")[0].metadata["dims_x_precision"].value
+    assert {"int8", "binary+rescore", "float32"} <= {c.name for c in panel.schema.columns}
+    assert "## Embedding precision (dims × precision)" in (base / "data" / "reports" / "eval_report.md").read_text()
+    for name in ("irc_disentangle", "slack_dev_chats", "discord_disco"):
+        index = result.asset_materializations_for_node(f"search_index__{name}")[0].metadata
+        assert index["threads"].value > 0 and index["precision"].value == "float32" and index["model"].value == "model"
+        assert (base / "data" / "search" / f"{name}__test.parquet").is_file()
     fusion = pd.read_parquet(base / "data" / "reports" / "fusion.parquet")
     assert set(fusion.loc[fusion["on_dev"], "eval_set"]) == {"threadembed", "threadembed-names_visible"}  # weights chosen on dev
 
@@ -192,5 +203,7 @@ def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(
     materialised = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialised == {
         "slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs",
-        "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "eval_report", "release/model",
+        "eval_sets", "dev_eval_sets", "eval_exports", "training_pairs", "model", "model_onnx", "eval_report", "release/model",
+        # a new model is a new release: every source's index is re-embedded with it
+        "search_index/irc_disentangle", "search_index/slack_dev_chats", "search_index/discord_disco",
     }

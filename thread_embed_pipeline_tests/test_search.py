@@ -119,3 +119,42 @@ def test_search_cli_says_what_to_materialise_without_data(tmp_path, monkeypatch,
     with pytest.raises(SystemExit):
         main(["grub?", "--source", "irc_disentangle"])
     assert "materialise irc_disentangle/text first, or pass --corpus" in capsys.readouterr().err
+
+
+def test_search_index_asset_indexes_with_the_release_and_the_cli_answers_from_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import dagster as dg
+    import pyarrow.parquet as pq
+
+    from thread_embed_pipeline.orchestration.keys import text_key
+    from thread_embed_pipeline.orchestration.release_assets import build_search_index_asset
+    from thread_embed_pipeline.search import main
+    from thread_embed_pipeline.text import TextSettings, prepare_text
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(data))
+    release = data / "release" / "model"
+    shutil.copytree(tiny_model_dir, release)
+    write_retriever_settings(release, weight=0.5, dim=16, chosen_on="dev", scope="global")
+    text, _ = prepare_text(_chat_corpus(), TextSettings())
+
+    @dg.asset(key=text_key("toy"))
+    def toy_text():
+        return text
+
+    result = dg.materialize([toy_text, build_search_index_asset("toy")], resources={"io_manager": dg.mem_io_manager})
+    assert result.success
+    meta = result.asset_materializations_for_node("search_index__toy")[0].metadata
+    assert meta["threads"].value == 3 and meta["dim"].value == 16 and meta["precision"].value == "float32" and meta["weight"].value == 0.5
+    index = data / "search" / "toy__test.parquet"
+    assert pq.read_schema(index).metadata[b"dim"] == b"16"
+    # the CLI (default model: the release folder) finds the asset's index and does not re-encode
+    (data / "text").mkdir()
+    text.to_parquet(data / "text" / "toy.parquet", index=False)
+    capsys.readouterr()  # drop the run's own log lines
+    assert main(["apt lock error", "--source", "toy", "--k", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("1. toy/log/apt ") and "building" not in err and "search index" in err
+    bad = dg.materialize([toy_text, build_search_index_asset("toy")], resources={"io_manager": dg.mem_io_manager}, run_config={"ops": {"search_index__toy": {"config": {"split": "everything"}}}}, raise_on_error=False)
+    assert not bad.success

@@ -50,7 +50,8 @@ def truncate_and_normalize(emb: np.ndarray, dim: int) -> np.ndarray:
 
 # Files sentence-transformers writes on save that do not change what a model computes: its model card
 # and its library-version stamps.
-_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json"}
+_FINGERPRINT_SKIP = {"README.md", "config_sentence_transformers.json", "hybrid_retriever.json"}
+_FINGERPRINT_SKIP_DIRS = {"onnx"}  # exports of the same weights: an ONNX file is keyed by its own hash
 
 
 def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = None) -> str:
@@ -58,8 +59,9 @@ def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = Non
 
     Hashes every file under ``model_dir`` (relative path + content; weights such as
     ``model.safetensors``, tokenizer, module configs), skipping only docs and version
-    stamps (``README.md``, ``config_sentence_transformers.json``, dot-files), plus
-    ``max_seq_length`` when given. Any retraining or tokenizer/pooling change yields a
+    stamps (``README.md``, ``config_sentence_transformers.json``, dot-files), the retriever settings
+    beside it (``hybrid_retriever.json``) and its ONNX exports (``onnx/``), plus ``max_seq_length``
+    when given: a release folder and the checkpoint it was copied from have one fingerprint. Any retraining or tokenizer/pooling change yields a
     new fingerprint, so cached vectors of an old model are never reused for a new one.
     """
     root = Path(model_dir)
@@ -69,9 +71,12 @@ def model_fingerprint(model_dir: Path | str, *, max_seq_length: int | None = Non
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.name not in _FINGERPRINT_SKIP and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file()
+        and p.name not in _FINGERPRINT_SKIP
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.relative_to(root).parts[0] not in _FINGERPRINT_SKIP_DIRS
     )
-    if not any(p.suffix in {".safetensors", ".bin", ".pt", ".onnx"} for p in files):
+    if not any(p.suffix in {".safetensors", ".bin", ".pt"} for p in files):
         raise FileNotFoundError(f"no model weights (model.safetensors, ...) under {root}")
     for path in files:
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + file_fingerprint(path).encode() + b"\0")
@@ -174,21 +179,26 @@ def load_local_embedder(
     ``training.load_sentence_model`` on ``device``); ``name`` is its name in the report (default:
     ``spec``). With ``cache``, the model's files are fingerprinted (:func:`model_fingerprint`, with
     the loaded ``max_seq_length``) -- a folder or bundled model directly, a Hub id through its local
-    snapshot -- and the fingerprint keys the cache. If the files cannot be found the model runs
+    snapshot, an ONNX file (``<folder>/onnx/<file>.onnx``) through its folder plus the file's name --
+    and the fingerprint keys the cache. If the files cannot be found the model runs
     uncached (and says so through ``log``).
     """
+    from thread_embed_pipeline.onnx_export import split_onnx_spec
     from thread_embed_pipeline.training import load_sentence_model, resolve_model_path
 
     model = model if model is not None else load_sentence_model(spec, device=device)
     cache_key = None
     if cache is not None:
         try:
-            model_dir = Path(resolve_model_path(spec))
+            onnx = split_onnx_spec(spec)
+            model_dir = onnx[0] if onnx else Path(resolve_model_path(spec))
             if not model_dir.is_dir():
                 from huggingface_hub import snapshot_download
 
                 model_dir = Path(snapshot_download(spec, local_files_only=True))
             cache_key = model_fingerprint(model_dir, max_seq_length=getattr(model, "max_seq_length", None))
+            if onnx:  # the folder's fingerprint leaves onnx/ out: the file and its content are part of the key
+                cache_key = f"{cache_key}:{onnx[1]}:{file_fingerprint(onnx[0] / onnx[1])}"
         except Exception as exc:  # noqa: BLE001 -- caching is an optimisation only
             cache = None
             if log:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES
+from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, RESCORE_K, RESCORE_MULTIPLIER, precision_table, split_variant
 from thread_embed_pipeline.evaluation.retrieval import BM25_MODEL_NAME, GROUP_KEYS, HYBRID_PREFIX, RESULT_COLUMNS, RRF_PREFIX
 from thread_embed_pipeline.evaluation.statistics import COMPARISON_COLUMNS
 from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, missing_columns
@@ -26,6 +27,7 @@ __all__ = [
     "plot_matryoshka",
     "plot_eval_set_bars",
     "fusion_markdown",
+    "precision_markdown",
     "report_markdown",
     "headline_frame",
     "compact_headline",
@@ -37,6 +39,11 @@ def _check(frame: pd.DataFrame, expected: Sequence[str], what: str = "results") 
     missing = missing_columns(frame.columns, expected)
     if missing:
         raise ValueError(f"{what} are missing columns {missing}")
+
+
+def _float_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of float32 models: quantised variants (``<model>@<precision>``) have their own table."""
+    return results[[split_variant(m)[1] == FLOAT_PRECISION for m in results["model"]]] if not results.empty else results
 
 
 def _model_order(models: Sequence[str]) -> list[str]:
@@ -248,6 +255,7 @@ def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@
     shaded CI band (BM25 dashed grey: it has no dim). Returns the path."""
     _check(results, RESULT_COLUMNS)
     path = Path(path)
+    results = _float_rows(results)
     sel = results[results["metric"] == metric]
     panels = _group_order(sel) if not sel.empty else []
     fig, axes = _new_figure(len(panels), 2, (MAX_PLOT_WIDTH_IN / 2, 3.6))
@@ -282,6 +290,7 @@ def plot_matryoshka(results: pd.DataFrame, path: str | Path, metric: str = "mrr@
 
 
 def _bar_rows(results: pd.DataFrame, metric: str, dim: int | None) -> pd.DataFrame:
+    results = _float_rows(results)
     sel = results[results["metric"] == metric]
     if dim is not None:
         return sel[sel["dim"].astype(int) == int(dim)]
@@ -347,7 +356,7 @@ def headline_frame(results: pd.DataFrame, metric: str = "mrr@10") -> pd.DataFram
         return pd.DataFrame()
     from thread_embed_pipeline.evaluation.eval_sets import protocol_of
 
-    models = [m for m in _model_order(results["model"].tolist()) if m in set(rows["model"])]
+    models = [m for m in _model_order(rows["model"].tolist())]
     out = []
     for key in _group_order(rows):
         g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
@@ -432,6 +441,38 @@ def fusion_markdown(fusion: pd.DataFrame | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_markdown(results: pd.DataFrame, metric: str = "mrr@10") -> str:
+    """The "Embedding precision" section body: per model with quantised variants and per set, one row per
+    dim and one column per precision (``value`` and its change against float32 at that dim), with
+    the bytes per vector in the header of each dim's row ("" without quantised rows)."""
+    table = precision_table(results, metric)
+    if table.empty:
+        return ""
+    precisions = list(dict.fromkeys(table["precision"]))
+    lines = [
+        f"{metric.upper()} of each model's vectors stored at lower precision (sentence-transformers' `quantize_embeddings`): "
+        "`int8` calibrated on the set's documents, `binary` one bit per dim (Hamming); `+rescore` re-scores the quantised "
+        f"top {RESCORE_K * RESCORE_MULTIPLIER} with the float32 query against the stored quantised vectors. In brackets: the change against float32 at the same dim.",
+        "",
+    ]
+    for (model, eval_set, source, task), g in table.groupby(["model", "eval_set", "source", "task"], sort=False):
+        lines += [f"### {model} · {_title((eval_set, source, task))}", "", "| dim | " + " | ".join(f"{p}" for p in precisions) + " |", "|---:|" + "---:|" * len(precisions)]
+        for dim, d in g.groupby("dim", sort=False):
+            by = d.set_index("precision")
+            ref = float(by.at[FLOAT_PRECISION, "value"]) if FLOAT_PRECISION in by.index else None
+            cells = []
+            for p in precisions:
+                if p not in by.index:
+                    cells.append("")
+                    continue
+                v = float(by.at[p, "value"])
+                delta = "" if p == FLOAT_PRECISION or ref is None else f" ({v - ref:+.3f})"
+                cells.append(f"{_fmt(v)}{delta} · {int(by.at[p, 'bytes_per_vector'])} B")
+            lines.append(f"| {int(dim)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def report_markdown(
     results: pd.DataFrame,
     comparisons: pd.DataFrame,
@@ -465,6 +506,9 @@ def report_markdown(
     fusion_md = fusion_markdown(fusion)
     if fusion_md:
         parts += ["## Hybrid weights (chosen on dev)", "", fusion_md]
+    precision_md = precision_markdown(results)
+    if precision_md:
+        parts += ["## Embedding precision (dims × precision)", "", precision_md]
     parts += ["## Comparisons", "", comparison_markdown(comparisons), "## Leaderboard", "", markdown_leaderboard(results)]
     parts += [
         "## Method",
@@ -478,6 +522,8 @@ def report_markdown(
         "reciprocal-rank fusion of BM25 and that model (k=60, nothing tuned); "
         f"`{HYBRID_PREFIX}<model>` is a convex mix of per-pool z-scored BM25 and dense scores whose weight "
         "is chosen on dev queries only (never on test).",
+        "- `<model>@<precision>` rows are the same embeddings in an int8 or binary index (see Embedding precision); "
+        "the headline and plots show float32 models only.",
         "",
     ]
     return "\n".join(parts)

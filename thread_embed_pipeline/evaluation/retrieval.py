@@ -44,6 +44,7 @@ from thread_embed_pipeline.schemas import Log
 from thread_embed_pipeline.evaluation.embedders import Embedder, encode_texts, truncate_and_normalize
 from thread_embed_pipeline.evaluation.fusion import FusionByEvalSet, FusionChoice, convex_fuse
 from thread_embed_pipeline.evaluation.pools import GROUP_KEYS, RetrievalSet, prepare_sets
+from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, check_precisions, quantized_pool_scores, split_variant, variant_name
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, query_metrics
 from thread_embed_pipeline.evaluation.statistics import bootstrap_ci
 
@@ -195,6 +196,22 @@ def _check_model_names(names) -> None:
     bad = [n for n in names if str(n).startswith(RESERVED_PREFIXES)]
     if bad:
         raise ValueError(f"model names starting with {RESERVED_PREFIXES} are reserved for hybrids: {bad}")
+    clash = [n for n in names if split_variant(n)[1] != FLOAT_PRECISION]
+    if clash:
+        raise ValueError(f"model names ending in @<precision> are reserved for quantised variants: {clash}")
+
+
+def _check_precision_map(precisions: Mapping[str, Sequence[str]] | None, embedders: Mapping[str, Embedder]) -> dict[str, list[str]]:
+    precisions = {name: check_precisions(p) for name, p in (precisions or {}).items()}
+    unknown = [name for name in precisions if name not in embedders]
+    if unknown:
+        raise ValueError(f"precisions name models {unknown} that are not among the embedders {list(embedders)}")
+    return precisions
+
+
+def _model_rows(embedders: Mapping[str, Embedder], precisions: Mapping[str, Sequence[str]] | None) -> list[str]:
+    """The result rows' model names: each embedder, then its quantised variants."""
+    return [row for name in embedders for row in (name, *(variant_name(name, p) for p in (precisions or {}).get(name, ())))]
 
 
 def pool_scores(
@@ -203,15 +220,19 @@ def pool_scores(
     dims: Sequence[int],
     *,
     bm25: bool = True,
+    precisions: Mapping[str, Sequence[str]] | None = None,
     log: Log = None,
 ) -> PoolScores:
     """BM25 (when ``bm25``) and dense pool scores of ``sets`` for every embedder at every dim.
 
     Each embedder is called once per dim with every unique text of all sets; dims above its
-    ``max_dim`` are skipped (logged).
+    ``max_dim`` are skipped (logged). ``precisions`` (model name -> quantised precisions of
+    :mod:`.precision`) adds the scores of those models' quantised indexes, under the names
+    ``<model>@<precision>``, from the same embeddings.
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
+    precisions = _check_precision_map(precisions, embedders)
     sets = list(sets)
     bm25_scores: dict[tuple[str, str, str], list[np.ndarray]] = {}
     if bm25 and sets:
@@ -242,8 +263,13 @@ def pool_scores(
                 q_rows, d_rows = rows_by_set[rs.key]
                 per_set[rs.key] = dense_pool_scores(rs, emb[q_rows], emb[d_rows])
             dense[(name, dim)] = per_set
+            for precision in precisions.get(name, ()):
+                dense[(variant_name(name, precision), dim)] = {
+                    rs.key: quantized_pool_scores(rs.pools, emb[rows_by_set[rs.key][0]], emb[rows_by_set[rs.key][1]], precision) for rs in sets
+                }
             if log is not None:
-                log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(texts)} unique texts)")
+                extra = f", and as {', '.join(precisions[name])}" if precisions.get(name) else ""
+                log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(texts)} unique texts{extra})")
     return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
 
 
@@ -292,6 +318,7 @@ def rank_retrieval(
     hybrids: Sequence[str] = (),
     fusion: Mapping[tuple[str, int], FusionChoice | FusionByEvalSet] | None = None,
     rrf_k: int = 60,
+    precisions: Mapping[str, Sequence[str]] | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
@@ -303,7 +330,8 @@ def rank_retrieval(
     is only reported when ``include_bm25``. Each embedder is called once per dim with every
     unique text of all sets (:func:`pool_scores`); dims above its ``max_dim`` are skipped
     (logged), and so are the matching fusion rows. BM25 rows repeat identical values at every
-    dim. Pure: the inputs are not modified.
+    dim. ``precisions`` adds quantised-index rows ``<model>@<precision>`` (:mod:`.precision`).
+    Pure: the inputs are not modified.
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
@@ -319,9 +347,9 @@ def rank_retrieval(
     sets = prepare_sets(eval_sets)
     if not sets:
         return _empty_per_query()
-    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), log=log)
+    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), precisions=precisions, log=log)
     return metrics_from_pool_scores(
-        scores, list(embedders), include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k
+        scores, _model_rows(embedders, precisions), include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k
     )
 
 
@@ -362,10 +390,11 @@ def evaluate_retrieval(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    precisions: Mapping[str, Sequence[str]] | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """``summarize(rank_retrieval(...))``; call the two yourself to keep the per-query rows."""
     per_query = rank_retrieval(
-        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k, log=log
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k, precisions=precisions, log=log
     )
     return summarize(per_query, n_resamples=n_resamples, confidence=confidence, seed=seed)

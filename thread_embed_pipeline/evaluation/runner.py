@@ -22,6 +22,7 @@ from thread_embed_pipeline.evaluation.api_embedders import build_embedder
 from thread_embed_pipeline.evaluation.embedders import Embedder, model_fingerprint
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import protocol_of
+from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, split_variant
 from thread_embed_pipeline.evaluation.report import improvement_summary, plot_eval_set_bars, plot_matryoshka, report_markdown
 from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEvalSet, recommended_hybrid, tune_fusion_per_eval_set
 from thread_embed_pipeline.model_card import write_model_card
@@ -140,10 +141,12 @@ def run_evaluation(
     notes: Sequence[str] = (),
     n_resamples: int = 1000,
     seed: int = 0,
+    precisions: Mapping[str, Sequence[str]] | None = None,
     log: Log = print,
 ) -> EvaluationOutputs:
     """Rank ``eval_sets``, summarise and compare. ``dev_sets`` (same schema) are only used to tune the
-    ``hybrid:`` fusion weights; their queries never appear in ``per_query`` / ``results``."""
+    ``hybrid:`` fusion weights; their queries never appear in ``per_query`` / ``results``. ``precisions``
+    adds quantised-index rows ``<model>@<precision>`` (:mod:`.precision`)."""
     notes = list(notes)
     hybrids = [name for name in hybrid_with if name in embedders] if include_bm25 else []
     fusion: dict[tuple[str, int], FusionByEvalSet] = {}
@@ -152,11 +155,14 @@ def run_evaluation(
             fusion = tune_fusion_on_dev(dev_sets, embedders, hybrids, dims=dims, seed=seed, log=log)
         if not fusion:
             notes.append(NO_DEV_SETS_NOTE)
-    per_query = rank_retrieval(eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, log=log)
+    precisions = {name: p for name, p in (precisions or {}).items() if name in embedders and p}
+    per_query = rank_retrieval(eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, precisions=precisions, log=log)
     log(f"bootstrap CIs and paired tests over {len(per_query)} query rows")
     results = summarize(per_query, n_resamples=n_resamples, seed=seed)
     references = tuple(r for r in ("base", "bm25") if r in set(per_query["model"]))
-    comparisons = compare_models(per_query, references=references, n_resamples=n_resamples, seed=seed) if references else pd.DataFrame()
+    # the quantised variants are compared with their float32 model in the precision table, not here
+    float_rows = per_query[[split_variant(m)[1] == FLOAT_PRECISION for m in per_query["model"]]] if not per_query.empty else per_query
+    comparisons = compare_models(float_rows, references=references, n_resamples=n_resamples, seed=seed) if references else pd.DataFrame()
     eval_keys = (
         sorted(set(zip(per_query["eval_set"].astype(str), per_query["source"].astype(str), per_query["task"].astype(str))))
         if not per_query.empty

@@ -13,9 +13,11 @@ from thread_embed_pipeline.evaluation.embedders import ENCODE_BATCH_SIZE
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, OWN_EVAL_SET, build_protocol_eval_sets
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
+from thread_embed_pipeline.evaluation.precision import PRECISIONS, bytes_per_vector, check_precisions, precision_table
 from thread_embed_pipeline.evaluation.report import compact_headline, headline_frame
 from thread_embed_pipeline.evaluation.runner import EvaluationOutputs, PublishedReport, build_embedders, label_results, model_specs, publish_report, run_evaluation
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
+from thread_embed_pipeline.onnx_export import onnx_specs
 from thread_embed_pipeline.orchestration.io import WAREHOUSE_FILE, replace_tables
 from thread_embed_pipeline.orchestration.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
@@ -57,7 +59,13 @@ class EvalReportConfig(dg.Config):
     # BM25 + dense for base and fine-tuned: a convex mix of per-pool z-scores with the weight chosen
     # on dev_eval_sets (hybrid:<model>), and reciprocal-rank fusion (rrf:<model>, nothing to fit)
     hybrid: bool = True
-    extra_models: list[str] = []  # checkpoint folders, Hub ids, "openai:<model>", "voyage:<model>"
+    extra_models: list[str] = []  # checkpoint folders, Hub ids, "<folder>/onnx/<file>.onnx", "openai:<model>", "voyage:<model>"
+    # model_onnx's fp32 and int8 files as model rows fine_tuned_onnx and fine_tuned_onnx_int8 (each
+    # encodes every eval text again: off by default to keep the main job's time)
+    onnx_variants: bool = False
+    # the fine-tuned model's vectors also scored in an int8 / binary index, with and without
+    # rescoring (rows fine_tuned@<precision>; the dims x precision table); costs no extra encoding
+    embedding_precisions: list[str] = list(PRECISIONS)
     batch_size: int = ENCODE_BATCH_SIZE
     bootstrap_resamples: int = 1000
     seed: int = 0
@@ -167,7 +175,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
     external_ins = {f"external_{e.name}": dg.AssetIn(external_eval_key(e.name)) for e in external_sets}
 
     @dg.asset(
-        ins={"eval_sets": dg.AssetIn("eval_sets"), "dev_eval_sets": dg.AssetIn("dev_eval_sets"), "model": dg.AssetIn("model"), **external_ins},
+        ins={"eval_sets": dg.AssetIn("eval_sets"), "dev_eval_sets": dg.AssetIn("dev_eval_sets"), "model": dg.AssetIn("model"), "model_onnx": dg.AssetIn("model_onnx"), **external_ins},
         group_name="evaluation",
         kinds={"parquet", "duckdb"},
         code_version=code_version("eval_report"),
@@ -186,10 +194,13 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
         eval_sets: pd.DataFrame,
         dev_eval_sets: pd.DataFrame,
         model: dict,
+        model_onnx: dict,
         **external: pd.DataFrame,
     ) -> dg.Output[pd.DataFrame]:
         trainer.apply_environment()
         specs = model_specs(model, include_base=config.include_base_model, extra_models=config.extra_models)
+        if config.onnx_variants:
+            specs.update(onnx_specs(model_onnx["folder"], "fine_tuned"))
         cache = EmbeddingCache(storage.data_dir() / "embedding_cache.duckdb") if config.use_embedding_cache else None
         load_local = lambda spec: load_sentence_model(spec, device=trainer.device)  # noqa: E731
         embedders, skipped = build_embedders(specs, load_local=load_local, api=embedding_apis.settings(), cache=cache, batch_size=config.batch_size, log=context.log.info)
@@ -206,6 +217,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
             notes=[f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *skipped],
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
+            precisions={"fine_tuned": check_precisions(config.embedding_precisions)},
             log=context.log.info,
         )
         outputs.results = label_results(outputs.results, platforms)
@@ -229,6 +241,7 @@ def _report_metadata(outputs: EvaluationOutputs, published: PublishedReport, *, 
         ),
         "thread_mrr10_vs_base": table(improvement) if not improvement.empty else "no thread eval sets",
         "hybrid_weights_chosen_on_dev": table(_full_dim(outputs.fusion)) if not outputs.fusion.empty else "no hybrid rows",
+        "dims_x_precision": _precision_panel(outputs.results),
         "training_platforms": ", ".join(platforms) or "unknown",
         "skipped_models": ", ".join(skipped) if skipped else "none",
         "rows": len(outputs.results),
@@ -239,6 +252,19 @@ def _report_metadata(outputs: EvaluationOutputs, published: PublishedReport, *, 
         # the long report (every dim, comparisons, method) without its relative image links
         "report_details": dg.MetadataValue.md("\n".join(line for line in outputs.markdown.splitlines() if not line.startswith("!["))),
     }
+
+
+def _precision_panel(results: pd.DataFrame):
+    """MRR@10 of each quantised model per task x dim x precision, averaged over the sources' pseudonymised
+    test sets, with the bytes per vector of float32 / int8 / binary at that dim."""
+    rows = precision_table(results[results["eval_set"] == OWN_EVAL_SET])
+    if rows.empty:
+        return "no quantised rows (embedding_precisions is empty)"
+    mean = rows.groupby(["model", "task", "dim", "precision"], sort=False)["value"].mean().round(4).reset_index()
+    panel = mean.pivot_table(index=["model", "task", "dim"], columns="precision", values="value", sort=False).reset_index()
+    panel.columns.name = None
+    panel["bytes_f32_int8_bin"] = [f"{bytes_per_vector(d, 'float32')} / {bytes_per_vector(d, 'int8')} / {bytes_per_vector(d, 'binary')}" for d in panel["dim"]]
+    return table(panel.sort_values(["model", "task", "dim"], ascending=[True, True, False]))
 
 
 def _full_dim(fusion: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,89 @@
+"""CPU inference: PyTorch fp32 against the ONNX fp32 and int8 exports, in texts/s and in MRR@10.
+
+The model is a checkpoint (default: the ``model`` asset's) and its ``model_onnx`` folder (exported here
+when missing). Throughput: ``--texts`` eval documents (real chat threads of the pseudonymised test sets,
+the longest first as the eval encodes them, at the checkpoint's max_seq_length), each variant encoding
+them in batches of ``--batch``, best of ``--repeats``. Quality: MRR@10 of every variant on every thread set
+(thread and concurrent-thread tasks, pseudonymised protocol) of ``eval_sets``, at full dim and at 64, with
+the eval report's own code; PyTorch's vectors come from the embedding cache when it has them.
+
+    python benchmarks/onnx_inference.py --out docs/onnx_inference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from thread_embed_pipeline import storage  # noqa: E402
+from thread_embed_pipeline.evaluation.embedders import load_local_embedder  # noqa: E402
+from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache  # noqa: E402
+from thread_embed_pipeline.evaluation.eval_sets import OWN_EVAL_SET  # noqa: E402
+from thread_embed_pipeline.evaluation.retrieval import evaluate_retrieval  # noqa: E402
+from thread_embed_pipeline.onnx_export import export_onnx, onnx_specs, texts_per_second  # noqa: E402
+from thread_embed_pipeline.training import load_sentence_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the model asset's)")
+    parser.add_argument("--texts", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/onnx_inference.json"))
+    args = parser.parse_args()
+
+    data = storage.data_dir()
+    checkpoint = args.model or Path(json.loads((data / "model.json").read_text())["checkpoint_dir"])
+    onnx_folder = checkpoint.with_name(checkpoint.name + "-onnx")
+    export = export_onnx(checkpoint, onnx_folder, log=print) if not (onnx_folder / "onnx").is_dir() else None
+    sets = pd.read_parquet(data / "eval_sets.parquet")
+    sets = sets[(sets["eval_set"] == OWN_EVAL_SET) & sets["task"].isin(["thread", "concurrent_thread"])]
+    docs = sets.loc[sets["record_type"] == "document", "text"].drop_duplicates()
+    sample = sorted(docs.sample(n=min(args.texts, len(docs)), random_state=0), key=len, reverse=True)
+
+    specs = {"pytorch_fp32": str(checkpoint), **onnx_specs(onnx_folder, "fine_tuned")}
+    models = {name: load_sentence_model(spec, device="cpu") for name, spec in specs.items()}
+    speed = {}
+    for name, model in models.items():
+        texts_per_second(model, sample[: args.batch], batch_size=args.batch)  # warm-up
+        speed[name] = round(texts_per_second(model, sample, batch_size=args.batch, repeats=args.repeats), 2)
+        print(f"{name}: {speed[name]} texts/s")
+
+    cache = EmbeddingCache(data / "embedding_cache.duckdb")
+    embedders = {name: load_local_embedder(specs[name], name=name, model=model, cache=cache, log=print) for name, model in models.items()}
+    max_dim = embedders["pytorch_fp32"].max_dim
+    results = evaluate_retrieval(sets, embedders, dims=[64, max_dim], include_bm25=False, n_resamples=200, log=print)
+    mrr = results.pivot_table(index=["source", "task", "dim"], columns="model", values="mrr@10").reset_index()
+    for name in ("fine_tuned_onnx", "fine_tuned_onnx_int8"):
+        mrr[f"{name} - pytorch"] = mrr[name] - mrr["pytorch_fp32"]
+    print(mrr.to_string(index=False))
+
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
+    report = {
+        "checkpoint": checkpoint.name,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx"))),
+        "threads": __import__("torch").get_num_threads(),
+        "texts": len(sample),
+        "batch": args.batch,
+        "max_seq_length": int(models["pytorch_fp32"].max_seq_length),
+        "texts_per_s": speed,
+        "speedup_vs_pytorch": {name: round(v / speed["pytorch_fp32"], 2) for name, v in speed.items()},
+        "export": export,
+        "mrr10": mrr.round(4).to_dict(orient="records"),
+        "max_abs_mrr10_delta": {name: round(float(mrr[f"{name} - pytorch"].abs().max()), 4) for name in ("fine_tuned_onnx", "fine_tuned_onnx_int8")},
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("texts_per_s", "speedup_vs_pytorch", "max_abs_mrr10_delta")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
