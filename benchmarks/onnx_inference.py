@@ -61,7 +61,7 @@ def main() -> None:
     embedders = {name: load_local_embedder(specs[name], name=name, model=model, cache=cache, log=print) for name, model in models.items()}
     max_dim = embedders["pytorch_fp32"].max_dim
     results = evaluate_retrieval(sets, embedders, dims=[64, max_dim], include_bm25=False, n_resamples=200, log=print)
-    mrr = results.pivot_table(index=["source", "task", "dim"], columns="model", values="mrr@10").reset_index()
+    mrr = results[results["metric"] == "mrr@10"].pivot_table(index=["source", "task", "dim"], columns="model", values="value").reset_index()
     for name in ("fine_tuned_onnx", "fine_tuned_onnx_int8"):
         mrr[f"{name} - pytorch"] = mrr[name] - mrr["pytorch_fp32"]
     print(mrr.to_string(index=False))

@@ -21,6 +21,7 @@ from thread_embed_pipeline.orchestration.automation import build_upstream_asset
 from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
 from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
 from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, build_search_index_asset, model_onnx, release_model
+from thread_embed_pipeline.orchestration.disentangle_assets import disentanglement_assets
 from thread_embed_pipeline.orchestration.source_chain import source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
 from thread_embed_pipeline.orchestration.checks import all_checks
@@ -57,7 +58,8 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
     streamed = enabled_streamed_sources() if streamed_sources is None else tuple(streamed_sources)
     enabled_sources = [*SOURCES, *streamed]
-    streamed_chains = dg.AssetSelection.groups(*streamed)
+    # opt-in in the main job's sense: the streamed chains (own refresh jobs) and disentanglement (disentangle_job)
+    streamed_chains = dg.AssetSelection.groups(*streamed, "disentanglement")
     main_job = dg.define_asset_job(
         "thread_embed_job",
         # the mirrored sources are observed first, so a later refresh compares against this run's files
@@ -120,6 +122,11 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         selection=dg.AssetSelection.assets(RELEASE_KEY),
         description="Assemble the release folder from the current model and eval report, and publish it with push: true, repo_id and HF_TOKEN.",
     )
+    disentangle_job = dg.define_asset_job(
+        "disentangle_job",
+        selection=dg.AssetSelection.groups("disentanglement"),
+        description="Conversation disentanglement of the IRC test files with the fine-tuned model, the base model and no embeddings (the ablation); see docs/results.md.",
+    )
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
@@ -143,6 +150,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
             release_model,
             # the mirrored sources have a text stage (threads to show); the streamed ones go corpus → pairs
             *[build_search_index_asset(name) for name in SOURCES],
+            *disentanglement_assets(),
         ],
         asset_checks=all_checks(streamed),
         resources={
@@ -157,7 +165,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
                 **{name: _secret(variable) if name in SECRET_FIELDS else os.environ.get(variable) for name, variable in API_ENVIRONMENT.items()}
             ),
         },
-        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, disentangle_job, *source_chain_jobs],
         schedules=schedules,
         sensors=[automation_sensor],
         executor=dg.in_process_executor,

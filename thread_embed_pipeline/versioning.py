@@ -35,6 +35,7 @@ CODE_VERSIONS: dict[str, str] = {
     "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
     "onnx": "1",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8
     "search_index": "1",  # search_index/<source>: the threads embedded by the released model
+    "disentanglement": "1",  # disentanglement/<variant>: the link scorer, its links and metrics
     "eval_report": "5",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions)
 }
 
@@ -50,6 +51,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "release": ("release.py",),
     "onnx": ("onnx_export.py",),
     "search_index": ("search.py", "schemas.py"),
+    "disentanglement": ("disentangle.py", "evaluation/disentanglement.py", "text/prepare.py", "text/redact.py", "text/speakers.py", "schemas.py"),
     "eval_report": (
         "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
         "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "evaluation/precision.py", "model_card.py", "search.py", "onnx_export.py",
