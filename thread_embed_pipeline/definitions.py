@@ -53,13 +53,16 @@ def enabled_streamed_sources(value: str | None = None) -> tuple[str, ...]:
     return tuple(n for n in HF_SOURCES if n in names)
 
 
+OPT_IN = dg.AssetSelection.groups("disentanglement")  # in no job but its own (and all_sources_job)
+
+
 def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, streamed_sources: Sequence[str] | None = None) -> dg.Definitions:
     """The code location; ``streamed_sources`` (default: from ``THREAD_EMBED_STREAMED_SOURCES``) adds those opt-in chains."""
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
     streamed = enabled_streamed_sources() if streamed_sources is None else tuple(streamed_sources)
     enabled_sources = [*SOURCES, *streamed]
-    # opt-in in the main job's sense: the streamed chains (own refresh jobs) and disentanglement (disentangle_job)
-    streamed_chains = dg.AssetSelection.groups(*streamed, "disentanglement")
+    # the streamed chains have their own refresh jobs; disentanglement runs only in disentangle_job
+    streamed_chains = dg.AssetSelection.groups(*streamed) | OPT_IN
     main_job = dg.define_asset_job(
         "thread_embed_job",
         # the mirrored sources are observed first, so a later refresh compares against this run's files
@@ -130,7 +133,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
-            selection=dg.AssetSelection.assets(raw_key(name)).downstream(),
+            selection=dg.AssetSelection.assets(raw_key(name)).downstream() - OPT_IN,
             description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
         )
         for name in enabled_sources

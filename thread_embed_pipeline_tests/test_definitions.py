@@ -38,6 +38,7 @@ def test_disentanglement_has_its_own_job_and_stays_out_of_the_main_one():
     variants = {"disentanglement/features_only", "disentanglement/base", "disentanglement/fine_tuned"}
     assert selected("disentangle_job") == variants
     assert not variants & selected("thread_embed_job")
+    assert not variants & selected("refresh_irc_disentangle")  # a source refresh does not retrain the disentangler
     assert {"model_onnx", "release/model", "search_index/irc_disentangle"} <= selected("thread_embed_job")
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["disentanglement", "features_only"])).parent_keys == {dg.AssetKey(["irc_disentangle", "raw"])}

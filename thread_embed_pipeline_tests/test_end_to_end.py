@@ -21,6 +21,7 @@ from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline_tests import hf_fixtures
 from thread_embed_pipeline_tests.fake_embedding_server import FakeEmbeddingServer
 from thread_embed_pipeline_tests.fake_hub import FakeHub
+from thread_embed_pipeline.definitions import OPT_IN
 
 FAKE_KEY = "sk-test-DO-NOT-LEAK-4b1d9e"
 FAKE_HF_TOKEN = "hf_test_DO_NOT_LEAK_7c2e0a"
@@ -194,7 +195,7 @@ def test_release_folder_loads_and_is_published_with_its_revision(graph_run):
 
 def test_rematerialising_one_source_reruns_only_its_chain_and_the_merged_assets(graph_run, tiny_model_dir):
     instance, resources, _, _, assets, _ = graph_run
-    selection = dg.AssetSelection.assets(dg.AssetKey(["slack_dev_chats", "raw"])).downstream()
+    selection = dg.AssetSelection.assets(dg.AssetKey(["slack_dev_chats", "raw"])).downstream() - OPT_IN  # as refresh_slack_dev_chats
     config = _run_config(tiny_model_dir)
     config["ops"]["eval_report"]["config"]["extra_models"] = []
     config["ops"].pop("discord_unveiled__raw")  # not in the selection

@@ -20,7 +20,7 @@ import pytest
 
 from thread_embed_pipeline.orchestration.keys import corpus_key
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
-from thread_embed_pipeline.definitions import build_definitions
+from thread_embed_pipeline.definitions import OPT_IN, build_definitions
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
 from thread_embed_pipeline.orchestration.release_assets import HubResource
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
@@ -115,7 +115,8 @@ def privacy_run(tmp_path_factory, tiny_model_dir):
         "hub": HubResource(),  # no token: the release folder is written, nothing is pushed
     }
     # everything downstream of the three corpora, minus the streamed sources' chains
-    selection = dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES]).downstream() - dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES])
+    # disentanglement is opt-in (its own job) and writes line numbers only: not run here
+    selection = dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES]).downstream() - dg.AssetSelection.assets(*[corpus_key(n) for n in SOURCES]) - OPT_IN
     run_config = {
         "ops": {
             "training_pairs": {"config": {"budget": 64}},
