@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from thread_embed_pipeline.schemas import Log
+from thread_embed_pipeline.storage import replace_dir
 
 ONNX_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_qint8.onnx"
@@ -115,7 +116,7 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, opset: int = OPSE
                 log(f"{file}: {variants[suffix]['bytes'] / 1e6:.1f} MB, min cosine to PyTorch on {len(_PROBE_TEXTS)} texts {cosine:.5f}")
         if variants["onnx"]["min_cosine_vs_pytorch"] < 0.9999:
             raise RuntimeError(f"the fp32 ONNX export disagrees with PyTorch (min cosine {variants['onnx']['min_cosine_vs_pytorch']})")
-        _replace(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -132,17 +133,6 @@ def _fuse(path: Path, model_type: str) -> dict[str, int]:
     optimized = optimize_model(str(path), model_type=model_type, num_heads=0, hidden_size=0)
     optimized.save_model_to_file(str(path))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-
-
-def _replace(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thread_embed_pipeline.sources.fetch import RetriesExhausted, describe, with_retries
+from thread_embed_pipeline.storage import replace_dir
 from thread_embed_pipeline.versioning import file_fingerprint
 
 CARD_FILE = "README.md"
@@ -58,14 +59,7 @@ def assemble_release(checkpoint: Path, out: Path, *, card: str, extras: Path | N
         for name in EXTRA_FILES:
             if extras is not None and (Path(extras) / name).is_file():
                 shutil.copyfile(Path(extras) / name, staging / name)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

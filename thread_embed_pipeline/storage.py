@@ -7,6 +7,7 @@ machine-specific path is ever written into the repository.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,3 +90,18 @@ def atomic_write_bytes(path: Path | str, write: Callable[[Path], object]) -> Pat
 def atomic_write_text(path: Path | str, text: str) -> Path:
     """Replace ``path`` with ``text`` (UTF-8, ``\\n`` line ends) atomically."""
     return atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
+
+
+def replace_dir(staging: Path, out: Path) -> Path:
+    """Put the complete folder ``staging`` at ``out`` (a sibling), replacing what was there: the old
+    folder is moved aside first and removed after, so ``out`` is never half-written."""
+    staging, out = Path(staging), Path(out)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+    return out
