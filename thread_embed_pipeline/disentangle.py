@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,13 +142,13 @@ def candidate_features(
     keep = j >= 0
     i, j = i[keep], j[keep]
     dist = i - j
-    spk_codes, _ = pd.factorize(log["speaker"].where(log["speaker"].notna(), None))
+    spk_codes, speakers = pd.factorize(log["speaker"].where(log["speaker"].notna(), None))
     spk = np.where(log["speaker"].isna().to_numpy(), -1, spk_codes)
     system = log["system"].to_numpy()
     texts = log["text"].fillna("").astype(str).tolist()
     n_spk = int(spk.max()) + 1 if (spk >= 0).any() else 0
     # who each line mentions, by speaker code (the pseudonyms are in the text)
-    code_of = {name: k for k, name in enumerate(pd.factorize(log["speaker"].where(log["speaker"].notna(), None))[1])}
+    code_of = {name: k for k, name in enumerate(speakers)}
     mentions = np.zeros((n, max(n_spk, 1)), dtype=bool)
     for row, t in enumerate(texts):
         for m in SPEAKER_TOKEN.finditer(t):
@@ -295,11 +294,11 @@ class DisentangleScorer:
     def save(self, folder: Path) -> Path:
         import joblib
 
-        from thread_embed_pipeline.storage import atomic_write_bytes
+        from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "scorer.joblib", lambda tmp: joblib.dump(self.pipeline, tmp))
-        (folder / "scorer.json").write_text(json.dumps({"dims": self.dims, "window": self.window, "features": self.features, "chosen": self.chosen}, indent=2) + "\n")
+        atomic_write_text(folder / "scorer.json", json.dumps({"dims": self.dims, "window": self.window, "features": self.features, "chosen": self.chosen}, indent=2) + "\n")
         return folder
 
     @classmethod

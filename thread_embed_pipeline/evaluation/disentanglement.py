@@ -23,7 +23,7 @@ Everything takes plain Python: per file, a list of ``(source, target)`` links.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd

@@ -356,7 +356,7 @@ def headline_frame(results: pd.DataFrame, metric: str = "mrr@10") -> pd.DataFram
         return pd.DataFrame()
     from thread_embed_pipeline.evaluation.eval_sets import protocol_of
 
-    models = [m for m in _model_order(rows["model"].tolist())]
+    models = _model_order(rows["model"].tolist())
     out = []
     for key in _group_order(rows):
         g = rows[(rows[list(GROUP_KEYS)].astype(str) == list(key)).all(axis=1)].set_index("model")
