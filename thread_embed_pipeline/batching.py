@@ -305,3 +305,63 @@ class LengthGroupedSamplerFactory:
         texts = [dataset[c] for c in columns]
         lengths = [sum(len(t or "") for t in row) for row in zip(*texts)]
         return LengthGroupedBatchSampler(lengths, batch_size=batch_size, drop_last=drop_last, seed=seed, texts=texts, chunk_batches=self.chunk_batches)
+
+
+class GlobalBatchShards(BatchSampler):
+    """One DDP step's batches, planned together: ``inner`` plans *global* batches of
+    ``world_size x batch_size`` rows, each cut into ``world_size`` equal, consecutive sub-batches.
+
+    accelerate's ``BatchSamplerShard`` gives batch ``i`` to rank ``i % world_size``, so rank ``r``
+    trains sub-batch ``r`` of every global batch: the ranks' rows of one step are disjoint, and the
+    inner sampler's guarantees (no repeated text; with the conversation-disjoint sampler, no two rows
+    of one conversation) hold across all of them, which is what a loss that gathers every rank's
+    embeddings needs. Every rank builds the same plan (one shared seed). A global batch that does not
+    split evenly loses its last ``len % world_size`` rows (every rank must contribute the same number
+    of rows to the gather); ``dropped_rows`` counts them and they are logged.
+    """
+
+    def __init__(self, inner, world_size: int) -> None:
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        self.inner = inner
+        self.world_size = int(world_size)
+        self.drop_last = getattr(inner, "drop_last", False)
+        # None: accelerate then hands every sub-batch on, also the shorter ones of a last, small global batch
+        self.batch_size = None
+        self.dropped_rows = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = self.world_size
+        dropped = 0
+        for batch in self.inner:
+            size = len(batch) // n
+            dropped += len(batch) - size * n
+            if size:
+                for r in range(n):
+                    yield list(batch[r * size:(r + 1) * size])
+        if dropped:
+            logger.warning("%d row(s) left out this epoch: a last global batch did not split evenly over %d processes", dropped, n)
+        self.dropped_rows = dropped
+
+    def __len__(self) -> int:
+        return len(self.inner) * self.world_size
+
+
+class GlobalBatchSamplerFactory:
+    """The Trainer's ``batch_sampler`` under DDP: ``inner`` (a sampler factory or class taking the
+    sentence-transformers batch-sampler arguments) plans global batches of ``world_size`` times the
+    per-process batch size, and :class:`GlobalBatchShards` deals them out."""
+
+    def __init__(self, inner, world_size: int) -> None:
+        if not callable(inner):
+            raise TypeError(f"inner must be a batch-sampler class or factory, got {inner!r}")
+        self.inner = inner
+        self.world_size = int(world_size)
+
+    def __call__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0):
+        sampler = self.inner(dataset, batch_size=batch_size * self.world_size, drop_last=drop_last, valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        return GlobalBatchShards(sampler, self.world_size)

@@ -161,6 +161,8 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=storage.default_mirror_dir(), max_files_per_folder=storage.max_files_per_folder()),
             "trainer": TrainerResource(),
+            # the model asset launches its training program (one process or torchrun) through Dagster Pipes
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
             # HF_TOKEN as dg.EnvVar (resolved at run time, masked in the UI); HF_ENDPOINT for a mirror of the Hub
             "hub": HubResource(token=_secret("HF_TOKEN"), endpoint=os.environ.get("HF_ENDPOINT")),
             "embedding_apis": EmbeddingApisResource(

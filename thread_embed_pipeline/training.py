@@ -18,6 +18,17 @@ Options (all ``TrainingSettings`` fields; the defaults keep the original behavio
 * ``time_budget_s``: the number of optimizer steps is sized from the step time measured in the first
   steps (:class:`StepBudget`), so a CPU without bf16 (about 3x slower) trains fewer pairs instead of
   blowing the main job's time target. ``None`` trains every pair.
+
+Distributed data parallel (DDP): when ``torch.distributed`` is initialised (``torchrun``; the launched
+program is :mod:`thread_embed_pipeline.launch_training`), every process trains on its own share of
+each step's *global* batch of ``world_size x batch_size`` rows (``batch_size`` is per process, as in
+the Trainer's ``per_device_train_batch_size``). The batch sampler plans global batches, so its
+guarantees (no repeated text; no two rows of one conversation) hold across the ranks of a step
+(:class:`~thread_embed_pipeline.batching.GlobalBatchShards`), and the loss gathers the embeddings of
+every rank (``gather_across_devices``): N processes give N times the in-batch negatives. The data
+order's seed is shared by all ranks; dropout and the other torch RNG draws use ``seed + rank``. The
+time budget's decisions use the slowest rank's clock, so every rank stops at the same step. Only rank
+0 clears or checks the resume folder and saves the model.
 """
 
 from __future__ import annotations
@@ -78,6 +89,34 @@ def load_sentence_model(name_or_path: str, *, device: str | None = None):
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1 is set: only local folders and bundled models can load)" if offline else ""
         raise RuntimeError(f"cannot load model {name_or_path!r} from {resolved!r}{hint}: {exc}") from exc
+
+
+def distributed_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless ``torch.distributed`` is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _slowest(seconds: float) -> float:
+    """The largest of every rank's ``seconds`` (itself when not distributed)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return seconds
+    value = torch.tensor([seconds], dtype=torch.float64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
 
 
 def default_device() -> str:
@@ -159,6 +198,10 @@ class TrainingResult:
     peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during training, on CUDA only
     planned_steps: int = 0  # the steps one pass over the pairs takes (before any time budget)
     budget_reason: str = ""  # why the run trained `steps` steps (the time budget's decision)
+    processes: int = 1  # DDP world size: each step trained processes x batch_size rows
+    # the most candidates (in-batch positives and negatives, every rank's when gathered) one anchor was
+    # scored against: batch_size x processes x (1 + hard negatives) for full batches
+    candidates_per_anchor: int = 0
 
 
 class StepBudget:
@@ -268,6 +311,20 @@ def _validate_options(settings: TrainingSettings) -> None:
         raise ValueError(f"save_steps must be >= 1 or None, got {settings.save_steps}")
 
 
+def check_training_inputs(pairs: pd.DataFrame, settings: TrainingSettings, processes: int = 1) -> None:
+    """The checks that need neither a model nor a process group (the ``model`` asset runs them before
+    it launches the training program): the columns, the options, at least one global batch."""
+    for column in ("anchor", "positive"):
+        if column not in pairs.columns:
+            raise ValueError(f"training pairs lack the column {column!r}")
+    _validate_options(settings)
+    if settings.batch_sampler == "conversation_disjoint" and "conversation_id" not in pairs.columns:
+        raise ValueError("batch_sampler='conversation_disjoint' needs a 'conversation_id' column in the training pairs")
+    if len(pairs) < settings.batch_size * processes:
+        per = f" ({processes} processes x {settings.batch_size})" if processes > 1 else ""
+        raise ValueError(f"{len(pairs)} training pairs are fewer than one batch{per} ({settings.batch_size * processes})")
+
+
 def _has_text(values: pd.Series) -> pd.Series:
     """True where the value is a non-blank string (null, NaN, None and "" count as missing)."""
     return values.map(lambda value: isinstance(value, str) and value.strip() != "").astype(bool)
@@ -352,10 +409,24 @@ def _freeze_lower_layers(model, n: int) -> int:
     return n
 
 
-def _planned_steps(n_pairs: int, settings: TrainingSettings) -> int:
-    """Optimizer steps of ``epochs`` passes over ``n_pairs`` (the Trainer's own count; the last batch may be short)."""
-    per_epoch = math.ceil(n_pairs / settings.batch_size)
+def _planned_steps(n_pairs: int, settings: TrainingSettings, world_size: int = 1) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_pairs`` (the Trainer's own count; the last batch may
+    be short), with global batches of ``world_size x batch_size`` rows."""
+    per_epoch = math.ceil(n_pairs / (settings.batch_size * world_size))
     return max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation_steps))
+
+
+class _CandidateCounter:
+    """Wraps a loss's similarity function and remembers the most candidates (columns) one call scored
+    per anchor: what the loss actually saw, gathered across ranks or not."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.most = 0
+
+    def __call__(self, anchors, candidates):
+        self.most = max(self.most, int(candidates.shape[0]))
+        return self.fn(anchors, candidates)
 
 
 def _peak_rss_mb() -> float:
@@ -389,20 +460,17 @@ def train_matryoshka_model(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import PrinterCallback, TrainerCallback
 
-    from thread_embed_pipeline.batching import ConversationDisjointSamplerFactory, LengthGroupedSamplerFactory
+    from thread_embed_pipeline.batching import ConversationDisjointSamplerFactory, GlobalBatchSamplerFactory, LengthGroupedSamplerFactory
 
-    for column in ("anchor", "positive"):
-        if column not in pairs.columns:
-            raise ValueError(f"training pairs lack the column {column!r}")
-    _validate_options(settings)
-    if settings.batch_sampler == "conversation_disjoint" and "conversation_id" not in pairs.columns:
-        raise ValueError("batch_sampler='conversation_disjoint' needs a 'conversation_id' column in the training pairs")
+    check_training_inputs(pairs, settings)
     pairs, text_columns, dropped_without_negative = _select_columns(pairs, settings, log)
-    if len(pairs) < settings.batch_size:
-        raise ValueError(f"{len(pairs)} training pairs are fewer than one batch ({settings.batch_size})")
+    rank, world = distributed_rank()
+    check_training_inputs(pairs, settings, world)  # again: rows without a negative may have been dropped
 
     torch.manual_seed(settings.seed)
     device = device or default_device()
+    if world > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process
     model = load_sentence_model(settings.base_model, device=device)
     _validate(settings, model.get_embedding_dimension())
     eval_max_seq_length = model.max_seq_length
@@ -415,9 +483,10 @@ def train_matryoshka_model(
         # GradCache: embeds the batch without gradients, caches the loss gradient w.r.t. the
         # embeddings, then re-embeds mini_batch_size rows at a time with gradients. MatryoshkaLoss
         # detects it (uses_gradient_cache) and decorates its calculate_loss with the dims.
-        inner_loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size)
+        inner_loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size, gather_across_devices=world > 1)
     else:
-        inner_loss = MultipleNegativesRankingLoss(model)
+        # under DDP every rank's anchors are scored against every rank's candidates
+        inner_loss = MultipleNegativesRankingLoss(model, gather_across_devices=world > 1)
     weights = list(settings.matryoshka_weights) if settings.matryoshka_weights is not None else None
     loss = MatryoshkaLoss(model, inner_loss, matryoshka_dims=list(settings.matryoshka_dims), matryoshka_weights=weights)
     # only the text columns reach the loss (column order = anchor, positive[, negative])
@@ -430,15 +499,23 @@ def train_matryoshka_model(
     else:
         # no two identical texts in one batch: they would be false in-batch negatives
         batch_sampler = BatchSamplers.NO_DUPLICATES
+    if world > 1:
+        from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+        batch_sampler = GlobalBatchSamplerFactory(NoDuplicatesBatchSampler if batch_sampler == BatchSamplers.NO_DUPLICATES else batch_sampler, world)
 
     output_dir = Path(output_dir)
     work_dir = Path(work_dir) if work_dir else output_dir.parent / f".{output_dir.name}.trainer"
     resume_from = None
     if settings.save_steps:
         fingerprint = _fingerprint(settings, pairs[[*text_columns, *(["conversation_id"] if "conversation_id" in pairs.columns else [])]])
-        resume_from = _resume_checkpoint(work_dir, fingerprint, log)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / RESUME_STATE_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+        if rank == 0:  # one process clears or checks the shared work folder; the others follow
+            resume_from = _resume_checkpoint(work_dir, fingerprint, log)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / RESUME_STATE_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+        _barrier()
+        if rank != 0:
+            resume_from = _resume_checkpoint(work_dir, fingerprint, log)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=settings.epochs,
@@ -470,7 +547,7 @@ def train_matryoshka_model(
                 history.append(entry)
                 log(f"training step {state.global_step}/{state.max_steps}: loss {entry['loss']:.4f} ({entry['elapsed_s']} s)")
 
-    planned = _planned_steps(len(pairs), settings)
+    planned = _planned_steps(len(pairs), settings, world)
     budget = StepBudget(planned, math.ceil(settings.warmup_ratio * planned), settings.time_budget_s)
 
     class BudgetedTrainer(SentenceTransformerTrainer):
@@ -483,17 +560,29 @@ def train_matryoshka_model(
     class EnforceBudget(TrainerCallback):
         def on_step_end(self, _args, state, control, **_kwargs):
             before = (budget.decided, budget.total_steps)
-            budget.observe(state.global_step, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            # every rank decides from the slowest rank's clock, so all stop at the same step
+            budget.observe(state.global_step, _slowest(elapsed) if settings.time_budget_s and world > 1 else elapsed)
             if settings.time_budget_s and (budget.decided, budget.total_steps) != before:
                 log(budget.reason)
             if state.global_step >= budget.total_steps:
                 control.should_training_stop = True
 
-    trainer = BudgetedTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[EnforceBudget(), LogProgress(), *callbacks])
+    class RankSeed(TrainerCallback):
+        def on_train_begin(self, _args, _state, _control, **_kwargs):
+            from transformers import set_seed
+
+            set_seed(settings.seed + rank)  # the data order's seed stays shared (args.seed)
+
+    per_rank = [RankSeed()] if world > 1 else []
+    trainer = BudgetedTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[EnforceBudget(), LogProgress(), *per_rank, *callbacks])
     trainer.remove_callback(PrinterCallback)  # LogProgress reports through `log` instead of stdout
+    counter = _CandidateCounter(inner_loss.similarity_fct)
+    inner_loss.similarity_fct = counter  # after the Trainer built the model card's loss config
+    processes = f", {world} processes (global batch {settings.batch_size * world}), rank {rank}" if world > 1 else ""
     log(
         f"training {settings.base_model} on {len(pairs)} {'triplets' if NEGATIVE_COLUMN in text_columns else 'pairs'}, batch {settings.batch_size}, "
-        f"dims {list(settings.matryoshka_dims)}, loss {settings.loss}, sampler {settings.batch_sampler}, bf16={bf16}, device={device}"
+        f"dims {list(settings.matryoshka_dims)}, loss {settings.loss}, sampler {settings.batch_sampler}, bf16={bf16}, device={device}{processes}"
     )
     resumed_from_step = None
     if resume_from:
@@ -503,18 +592,17 @@ def train_matryoshka_model(
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        inner_loss.similarity_fct = counter.fn
     seconds = time.perf_counter() - started
     peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None
 
     model.max_seq_length = eval_max_seq_length
     steps = int(trainer.state.global_step)
     planned_steps = budget.planned_steps
-    trained_pairs = min(len(pairs), steps * settings.batch_size * settings.gradient_accumulation_steps) if steps < planned_steps else len(pairs)
-    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp"
-    if tmp_dir.exists():
-        shutil.rmtree(tmp_dir)
-    model.save(str(tmp_dir), safe_serialization=True)
+    trained_pairs = min(len(pairs), steps * settings.batch_size * settings.gradient_accumulation_steps * world) if steps < planned_steps else len(pairs)
     result = TrainingResult(
         checkpoint_dir=output_dir,
         train_pairs=trained_pairs,
@@ -533,7 +621,22 @@ def train_matryoshka_model(
         peak_gpu_mb=peak_gpu_mb,
         planned_steps=planned_steps,
         budget_reason=budget.reason or f"time budget {settings.time_budget_s:g} s: stopped before the step time was measured",
+        processes=world,
+        candidates_per_anchor=counter.most,
     )
+    if rank == 0:
+        _save_checkpoint(model, settings, result, output_dir, work_dir)
+        log(f"saved {output_dir} after {result.steps} steps in {result.seconds} s ({result.pairs_per_second} pairs/s)")
+    _barrier()  # every rank returns once the checkpoint is in place
+    return model, result
+
+
+def _save_checkpoint(model, settings: TrainingSettings, result: TrainingResult, output_dir: Path, work_dir: Path) -> None:
+    """Write the model to a temporary sibling, rename it into place, then drop the Trainer's work folder."""
+    tmp_dir = output_dir.parent / f".{output_dir.name}.tmp"
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    model.save(str(tmp_dir), safe_serialization=True)
     (tmp_dir / "training_config.json").write_text(json.dumps({"settings": asdict(settings), "result": _result_json(result)}, indent=2, default=str))
     if output_dir.exists():
         old = output_dir.parent / f".{output_dir.name}.old"
@@ -546,8 +649,6 @@ def train_matryoshka_model(
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir.rename(output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
-    log(f"saved {output_dir} after {result.steps} steps in {result.seconds} s ({result.pairs_per_second} pairs/s)")
-    return model, result
 
 
 def _result_json(result: TrainingResult) -> dict:

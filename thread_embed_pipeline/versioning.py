@@ -31,7 +31,7 @@ CODE_VERSIONS: dict[str, str] = {
     "pairs": "3",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream)
     "eval_sets": "3",  # (v2: protocols, dev split; v3: schemas.py changed, same rows)
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
-    "model": "4",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training)
+    "model": "5",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training; v5: launched through Dagster Pipes, DDP with nproc_per_node > 1, the value gains processes / candidates_per_anchor / resumed_from_step; 1 process trains as before)
     "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
     "onnx": "1",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8
     "search_index": "1",  # search_index/<source>: the threads embedded by the released model
@@ -47,7 +47,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "pairs": ("pairs.py", "hard_negatives.py", "streaming.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
     "training_pairs": ("pairs.py",),
-    "model": ("training.py", "batching.py"),
+    "model": ("training.py", "batching.py", "launch_training.py"),
     "release": ("release.py",),
     "onnx": ("onnx_export.py",),
     "search_index": ("search.py", "schemas.py"),

@@ -77,6 +77,7 @@ def graph_run(tmp_path_factory, mirror_root, tiny_model_dir):
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
             "chat_sources": ChatSourcesResource(mirror_dir=str(mirror), max_files_per_folder=1),
             "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
             "embedding_apis": EmbeddingApisResource(openai_api_key=FAKE_KEY, openai_base_url=server.openai_base_url),
             "hub": HubResource(token=FAKE_HF_TOKEN, endpoint=hub.endpoint),
         }

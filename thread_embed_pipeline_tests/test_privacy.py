@@ -111,6 +111,7 @@ def privacy_run(tmp_path_factory, tiny_model_dir):
         OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
         "chat_sources": ChatSourcesResource(mirror_dir=str(base / "no-mirror")),
         "trainer": TrainerResource(models_dir=str(base / "models"), device="cpu"),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "embedding_apis": EmbeddingApisResource(),
         "hub": HubResource(),  # no token: the release folder is written, nothing is pushed
     }

@@ -1,6 +1,8 @@
 """training_pairs (all sources' train pairs, decontaminated and sampled) → model (a Matryoshka checkpoint)."""
 
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional, Sequence
 
 import dagster as dg
@@ -18,7 +20,8 @@ from thread_embed_pipeline.orchestration.resources import TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.training import CPU_RECIPE, TrainingSettings, train_matryoshka_model
+from thread_embed_pipeline.launch_training import RESULT_KEY, launch_command, launch_environment, result_from_json, write_launch_files
+from thread_embed_pipeline.training import CPU_RECIPE, TrainingResult, TrainingSettings, check_training_inputs
 
 # The CPU default: at most this many pairs (and training.CPU_RECIPE's time budget), so the whole main
 # job keeps to its time target on 2 cores (README, timings).
@@ -75,9 +78,14 @@ class ModelConfig(dg.Config):
     # seconds of optimizer steps, sized from the step time measured in the first steps; None trains every pair
     time_budget_s: Optional[float] = _CPU.time_budget_s
     frozen_layers: int = _CPU.frozen_layers  # freeze the embeddings and the lowest N layers: cheaper steps
+    # processes on this node: 1 runs the training program alone, N > 1 under `torchrun --nproc_per_node N`
+    # (DDP: batch_size is per process, the loss gathers every process's negatives; docs/deploy.md)
+    nproc_per_node: int = 1
+    # extra transformers TrainerCallbacks for the training program, as "package.module:Class" (e.g. a tracker's)
+    callbacks: list[str] = []
 
     def settings(self) -> TrainingSettings:
-        values = self.model_dump(exclude={"model_name", "small_dims_weigh_more"})
+        values = self.model_dump(exclude={"model_name", "small_dims_weigh_more", "nproc_per_node", "callbacks"})
         values["matryoshka_dims"] = tuple(values["matryoshka_dims"])
         if values["matryoshka_weights"] is not None:
             values["matryoshka_weights"] = tuple(values["matryoshka_weights"])
@@ -119,6 +127,9 @@ def model_metadata(summary: dict, loss_history: list[dict], settings: TrainingSe
         "bf16": summary["bf16"],
         "device": summary["device"],
         "peak_rss_mb": round(float(summary["peak_rss_mb"] or 0.0), 1),
+        "processes": summary["processes"],
+        "candidates_per_anchor": summary["candidates_per_anchor"],
+        "resumed_from_step": summary["resumed_from_step"] if summary["resumed_from_step"] is not None else "none",
         "loss_curve": png_md(plot, "training loss per step"),
     }
 
@@ -215,12 +226,23 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
     automation_condition=UPDATE_ON_CHANGE,
     description="A sentence-transformers checkpoint (safetensors) trained with MatryoshkaLoss(MultipleNegativesRankingLoss).",
 )
-def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, training_pairs: pd.DataFrame) -> dg.Output[dict]:
+def model(
+    context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, pipes_subprocess_client: dg.PipesSubprocessClient, training_pairs: pd.DataFrame
+) -> dg.Output[dict]:
     trainer.apply_environment()
     settings = config.settings()
     output_dir = trainer.models_path() / config.model_name
-    _, result = train_matryoshka_model(training_pairs, settings, output_dir, log=context.log.info, device=trainer.device)
-    summary = {
+    result = _launch_training(context, pipes_subprocess_client, training_pairs, settings, output_dir, config, trainer.device)
+    summary = _model_summary(result, config, settings, training_pairs, output_dir)
+    context.add_output_metadata(model_metadata(summary, result.loss_history, settings, output_dir))
+    # the data version is the trained weights' hash, not the summary (which holds timings)
+    weights = sorted(output_dir.glob("*.safetensors"))
+    return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))
+
+
+def _model_summary(result: TrainingResult, config: ModelConfig, settings: TrainingSettings, training_pairs: pd.DataFrame, output_dir) -> dict:
+    """The ``model`` asset's value: where the checkpoint is, how it was trained, what it was offered."""
+    return {
         "checkpoint_dir": str(output_dir),
         "base_model": settings.base_model,
         "matryoshka_dims": list(settings.matryoshka_dims),
@@ -235,16 +257,33 @@ def model(context: dg.AssetExecutionContext, config: ModelConfig, trainer: Train
         "device": result.device,
         "peak_rss_mb": result.peak_rss_mb,
         "peak_gpu_mb": result.peak_gpu_mb,
+        "processes": result.processes,
+        "candidates_per_anchor": result.candidates_per_anchor,
+        "resumed_from_step": result.resumed_from_step,
         "settings": config.model_dump(),
         # the pairs offered to training; with a time budget only `train_pairs` of them were trained
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
         "training_platforms": sorted({ALL_SOURCES[s].platform for s in training_pairs["source"].unique() if s in ALL_SOURCES}),
     }
-    context.add_output_metadata(model_metadata(summary, result.loss_history, settings, output_dir))
-    # the data version is the trained weights' hash, not the summary (which holds timings)
-    weights = sorted(output_dir.glob("*.safetensors"))
-    return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))
+
+
+def _launch_training(context, client: dg.PipesSubprocessClient, pairs: pd.DataFrame, settings: TrainingSettings, output_dir, config: ModelConfig, device) -> TrainingResult:
+    """Run :mod:`thread_embed_pipeline.launch_training` through Dagster Pipes (under torchrun for
+    ``nproc_per_node`` > 1); its rank 0 streams the logs and reports the :class:`TrainingResult`."""
+    nproc = config.nproc_per_node
+    try:
+        check_training_inputs(pairs, settings, nproc)
+        if nproc < 1:
+            raise ValueError(f"nproc_per_node must be >= 1, got {nproc}")
+    except ValueError as err:
+        raise dg.Failure(description=f"model: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="thread-embed-launch-") as folder:
+        pairs_path, settings_path = write_launch_files(pairs, settings, Path(folder))
+        command = launch_command(nproc, pairs=pairs_path, settings=settings_path, output_dir=output_dir, device=device, callbacks=config.callbacks)
+        context.log.info(f"launching the training program: {' '.join(command[1:])}")
+        invocation = client.run(command=command, context=context, env=launch_environment(nproc, device))
+    return result_from_json(invocation.get_materialize_result().metadata[RESULT_KEY].value)
 
 
 training_pairs = build_training_pairs_asset()
