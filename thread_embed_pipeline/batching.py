@@ -361,7 +361,12 @@ class GlobalBatchSamplerFactory:
             raise TypeError(f"inner must be a batch-sampler class or factory, got {inner!r}")
         self.inner = inner
         self.world_size = int(world_size)
+        self.last: GlobalBatchShards | None = None  # the sampler the Trainer built (its dropped_rows)
 
     def __call__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0):
-        sampler = self.inner(dataset, batch_size=batch_size * self.world_size, drop_last=drop_last, valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-        return GlobalBatchShards(sampler, self.world_size)
+        # sentence-transformers asks for drop_last under DDP, against uneven last batches that would hang
+        # the gather; GlobalBatchShards splits every global batch evenly, so the inner sampler keeps its
+        # smaller batches and at most world_size - 1 rows per global batch are left out
+        sampler = self.inner(dataset, batch_size=batch_size * self.world_size, drop_last=False, valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        self.last = GlobalBatchShards(sampler, self.world_size)
+        return self.last

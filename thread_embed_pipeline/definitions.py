@@ -56,8 +56,35 @@ def enabled_streamed_sources(value: str | None = None) -> tuple[str, ...]:
 OPT_IN = dg.AssetSelection.groups("disentanglement")  # in no job but its own (and all_sources_job)
 
 
-def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, streamed_sources: Sequence[str] | None = None) -> dg.Definitions:
-    """The code location; ``streamed_sources`` (default: from ``THREAD_EMBED_STREAMED_SOURCES``) adds those opt-in chains."""
+EXECUTOR_ENV = "THREAD_EMBED_EXECUTOR"
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+TRAINS_TAG = {"thread_embed/trains": "true"}  # on the jobs that train: a run queue can let one run at a time hold the GPUs
+
+
+def select_executor(name: str | None = None) -> tuple[dg.ExecutorDefinition, dg.ExecutorDefinition]:
+    """(the jobs' default executor, ``sources_parallel_job``'s) for ``THREAD_EMBED_EXECUTOR``:
+    ``in_process`` (default; local runs), ``multiprocess`` (one process per step), or ``k8s``
+    (``dagster_k8s.k8s_job_executor``: one Kubernetes Job per step, docs/deploy.md)."""
+    name = (os.environ.get(EXECUTOR_ENV, "") if name is None else name).strip() or "in_process"
+    if name == "in_process":
+        return dg.in_process_executor, dg.multiprocess_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor, dg.multiprocess_executor
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise ImportError(f"{EXECUTOR_ENV}=k8s needs dagster-k8s: pip install 'thread_embed_pipeline[k8s]'") from None
+        return k8s_job_executor, k8s_job_executor
+    raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected one of {EXECUTORS}")
+
+
+def build_definitions(
+    external_eval_sets: list[ExternalEvalSet] | None = None, streamed_sources: Sequence[str] | None = None, executor: str | None = None
+) -> dg.Definitions:
+    """The code location; ``streamed_sources`` (default: from ``THREAD_EMBED_STREAMED_SOURCES``) adds those opt-in
+    chains; ``executor`` (default: from ``THREAD_EMBED_EXECUTOR``) is one of :data:`EXECUTORS`."""
+    default_executor, parallel_executor = select_executor(executor)
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
     streamed = enabled_streamed_sources() if streamed_sources is None else tuple(streamed_sources)
     enabled_sources = [*SOURCES, *streamed]
@@ -67,6 +94,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         "thread_embed_job",
         # the mirrored sources are observed first, so a later refresh compares against this run's files
         selection=(dg.AssetSelection.all() - streamed_chains) | dg.AssetSelection.assets(*[upstream_key(name) for name in SOURCES]),
+        tags=TRAINS_TAG,
         description=(
             "The default run: the mirrored sources' raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report. "
             "Streamed sources have their own refresh_<source> jobs and are trained on when listed in training_pairs' streamed_sources."
@@ -75,12 +103,13 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     all_sources_job = dg.define_asset_job(
         "all_sources_job",
         selection=dg.AssetSelection.all(),
+        tags=TRAINS_TAG,
         description="Every asset of this code location, the enabled streamed sources' chains included (they need their mirror folders or Hub access).",
     )
     sources_parallel_job = dg.define_asset_job(
         "sources_parallel_job",
         selection=dg.AssetSelection.groups(*enabled_sources),
-        executor_def=dg.multiprocess_executor,
+        executor_def=parallel_executor,
         description=(
             "Every source's raw → corpus → pairs at once, one process per step (multiprocess executor; "
             "set execution.config.max_concurrent). For machines with more cores; the other jobs run in-process."
@@ -95,6 +124,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
     retrain_job = dg.define_asset_job(
         "retrain_and_eval_job",
         selection=dg.AssetSelection.assets("training_pairs", "model", "model_onnx", "eval_report"),
+        tags=TRAINS_TAG,
         description="Resample the training pairs, retrain the model and re-run the evaluation from the stored pairs and eval sets.",
     )
     schedules = [
@@ -134,6 +164,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         dg.define_asset_job(
             f"refresh_{name}",
             selection=dg.AssetSelection.assets(raw_key(name)).downstream() - OPT_IN,
+            tags=TRAINS_TAG,
             description=f"Rebuild {name} and everything downstream of it (merged pairs, model, report).",
         )
         for name in enabled_sources
@@ -173,7 +204,7 @@ def build_definitions(external_eval_sets: list[ExternalEvalSet] | None = None, s
         jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, disentangle_job, *source_chain_jobs],
         schedules=schedules,
         sensors=[automation_sensor],
-        executor=dg.in_process_executor,
+        executor=default_executor,
     )
 
 

@@ -602,7 +602,10 @@ def train_matryoshka_model(
     model.max_seq_length = eval_max_seq_length
     steps = int(trainer.state.global_step)
     planned_steps = budget.planned_steps
-    trained_pairs = min(len(pairs), steps * settings.batch_size * settings.gradient_accumulation_steps * world) if steps < planned_steps else len(pairs)
+    if steps < planned_steps:
+        trained_pairs = min(len(pairs), steps * settings.batch_size * settings.gradient_accumulation_steps * world)
+    else:  # every batch; under DDP less the rows of uneven global batches (GlobalBatchShards)
+        trained_pairs = len(pairs) - (batch_sampler.last.dropped_rows if world > 1 and batch_sampler.last else 0)
     result = TrainingResult(
         checkpoint_dir=output_dir,
         train_pairs=trained_pairs,

@@ -166,6 +166,8 @@ def pairs_metadata(frame: pd.DataFrame, stats: dict) -> dict:
 
 
 _KEYS = {"raw": raw_key, "corpus": corpus_key, "text": text_key, "pairs": pairs_key}
+# every chain step carries its stage as an op tag, for executors' tag_concurrency_limits (deploy/k8s/run_config.yaml)
+STAGE_TAG = "thread_embed/stage"
 
 
 def _chain_asset(spec: Source, stage: str, *, description: str, reads: tuple[str, str] | None = None, kinds=frozenset({"parquet"}), automation=UPDATE_ON_CHANGE):
@@ -179,6 +181,7 @@ def _chain_asset(spec: Source, stage: str, *, description: str, reads: tuple[str
         code_version=code_version(stage),
         automation_condition=automation,
         description=description,
+        op_tags={STAGE_TAG: stage},
         **wiring,
     )
 
