@@ -636,21 +636,15 @@ def train_matryoshka_model(
 
 def _save_checkpoint(model, settings: TrainingSettings, result: TrainingResult, output_dir: Path, work_dir: Path) -> None:
     """Write the model to a temporary sibling, rename it into place, then drop the Trainer's work folder."""
+    from thread_embed_pipeline.storage import replace_dir
+
     tmp_dir = output_dir.parent / f".{output_dir.name}.tmp"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(tmp_dir), safe_serialization=True)
     (tmp_dir / "training_config.json").write_text(json.dumps({"settings": asdict(settings), "result": _result_json(result)}, indent=2, default=str))
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        output_dir.rename(old)
-        tmp_dir.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir.rename(output_dir)
+    replace_dir(tmp_dir, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
