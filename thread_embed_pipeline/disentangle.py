@@ -12,14 +12,18 @@ The task and data are Kummerfeld et al. (ACL 2019): the Ubuntu IRC channel logs 
   messages ``i - window … i`` (the paper's 100 and itself), with: self link; log distance; log time
   gap; same speaker; ``i`` mentions the candidate's speaker and the reverse; the candidate is the
   speaker's own last message; system lines; BM25 of ``i`` against the candidate (``bm25s``, the eval's
-  tokenisation); and, with an embedding, the cosine of ``i`` and the candidate at each requested
-  Matryoshka dim, with its rank among ``i``'s candidates.
+  tokenisation); the paper's user-history and word-overlap features (:data:`HISTORY_FEATURES`: has
+  either speaker spoken between the two lines, had either addressed the other before or in between,
+  how long ago each speaker's previous line was, words in common, question marks, the file's rate),
+  from the lines up to ``i`` only; and, with an embedding, the cosine of ``i`` and the candidate at
+  each requested Matryoshka dim, with its rank among ``i``'s candidates.
 * **Conversation so far.** With an embedding, also the cosine of ``i`` with the mean vector of the
   candidate's conversation up to ``i``: the gold conversation when training, the predicted one when
   linking (messages are linked in order, greedily).
-* **Scorer.** A scikit-learn pipeline (standardisation + logistic regression or a small MLP) trained
-  on the candidates of **train** files; which one is chosen on **dev** by link F (:func:`fit_scorer`).
-  Each message links to its best-scored candidate.
+* **Scorer.** A scikit-learn pipeline (standardisation + logistic regression, a small MLP, or
+  :class:`ListwiseMLP`: the paper's objective, a softmax over each message's candidates, optionally an
+  ensemble of several) trained on the candidates of **train** files; which one is chosen on **dev** by
+  link F (:func:`fit_scorer`). Each message links to its best-scored candidate.
 * **Metrics.** :mod:`thread_embed_pipeline.evaluation.disentanglement` (the upstream definitions).
 
 The CLI disentangles a log in the IRC ``[HH:MM] <nick> text`` form into threads as JSON Lines:
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from thread_embed_pipeline.evaluation.disentanglement import clusters_from_links
 from thread_embed_pipeline.schemas import Log, format_message, is_missing
@@ -47,6 +52,17 @@ SPEAKER_TOKEN = re.compile(r"\bspeaker_(\d+)\b")
 BASE_FEATURES: tuple[str, ...] = (
     "self", "log_distance", "log_minutes", "same_speaker", "mentions_candidate", "candidate_mentions", "own_last",
     "candidate_system", "message_system", "message_mentions_anyone", "bm25", "bm25_rank",
+)
+# The paper's user-history and word-overlap features (Kummerfeld et al. 2019, §5 and its code's feature
+# list), computed from the log up to the message only (a live channel has no future lines).
+HISTORY_FEATURES: tuple[str, ...] = (
+    "message_silent_since", "candidate_latest", "same_target", "candidate_mentions_anyone",
+    "message_addressed_before", "message_addressed_between", "candidate_addressed_before", "candidate_addressed_between",
+    "message_prev_distance", "message_prev_minutes", "message_prev_targeted", "message_has_prev",
+    "candidate_prev_distance", "candidate_prev_minutes", "candidate_prev_targeted", "candidate_has_prev",
+    "candidate_next_same", "candidate_before_same", "candidate_question", "message_question",
+    "overlap_of_candidate", "overlap_of_message", "overlap_none", "overlap_one", "overlap_many", "overlap_over5",
+    "log_lines_per_minute",
 )
 
 __all__ = ["Candidates", "DisentangleScorer", "WINDOW", "candidate_features", "channel_logs", "fit_scorer", "parse_irc_log", "predict_links"]
@@ -170,6 +186,7 @@ def candidate_features(
             seen[spk[row]] = row
     frame = {
         "line": i, "candidate": j,
+        **_history_features(spk, mentions, texts, ts, last_by, i, j),
         "self": (dist == 0).astype(np.float32), "log_distance": np.log1p(dist).astype(np.float32),
         "log_minutes": np.log1p(gap).astype(np.float32), "same_speaker": same.astype(np.float32),
         "mentions_candidate": ment_c.astype(np.float32), "candidate_mentions": c_ment.astype(np.float32),
@@ -205,6 +222,66 @@ def candidate_features(
 CONVERSATION_FEATURE = "conversation_cos"
 
 
+def _history_features(spk: np.ndarray, mentions: np.ndarray, texts: list[str], ts: np.ndarray, last_by: np.ndarray, i: np.ndarray, j: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`HISTORY_FEATURES` of the pairs (message ``i``, candidate ``j``) of one file. ``spk``:
+    speaker codes (-1: none); ``mentions``: line x speaker; ``last_by``: each line's speaker's previous
+    line (-1: none). The pair features are 0 on the self link; the message's own (``message_*``, the
+    file's rate) are the same on all its rows."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    n = len(spk)
+    other = i != j
+    next_by = np.full(n, n)
+    seen: dict[int, int] = {}
+    for row in range(n - 1, -1, -1):
+        if spk[row] >= 0:
+            next_by[row] = seen.get(spk[row], n)
+            seen[spk[row]] = row
+    # how often speaker a addressed speaker b before a line: sorted (pair, line) keys, counted by searchsorted
+    n_spk = mentions.shape[1]
+    rows, targets = np.nonzero(mentions & (spk >= 0)[:, None])
+    keys = np.sort((spk[rows].astype(np.int64) * n_spk + targets) * (n + 1) + rows)
+
+    def addressed(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """a mentioned b on a line in [lo, hi)."""
+        base = (a.astype(np.int64) * n_spk + b) * (n + 1)
+        count = np.searchsorted(keys, base + hi, side="left") - np.searchsorted(keys, base + lo, side="left")
+        return (count > 0) & (a >= 0) & (b >= 0) & other
+
+    def prev_minutes(rows_: np.ndarray) -> np.ndarray:
+        prev = last_by[rows_]
+        gap = (ts[rows_] - ts[np.maximum(prev, 0)]).astype("timedelta64[s]").astype(np.float64) / 60.0
+        ok = (prev >= 0) & ~np.isnat(ts[rows_]) & ~np.isnat(ts[np.maximum(prev, 0)])
+        return np.where(ok, np.log1p(np.clip(gap, 0, None)), 0.0)
+
+    targeted = mentions.any(axis=1)
+    prev_targeted = np.where(last_by >= 0, targeted[np.maximum(last_by, 0)], False)
+    words = CountVectorizer(binary=True, lowercase=True).fit([t for t in texts if t.strip()] or ["empty"])
+    bags = words.transform(texts)
+    common = np.asarray(bags[i].multiply(bags[j]).sum(axis=1)).ravel()
+    size = np.asarray(bags.sum(axis=1)).ravel()
+    question = np.array(["?" in t for t in texts])
+    minutes = (ts[~np.isnat(ts)].max() - ts[~np.isnat(ts)].min()).astype("timedelta64[s]").astype(np.float64) / 60.0 if (~np.isnat(ts)).sum() > 1 else 0.0
+    nxt, prv = np.minimum(j + 1, n - 1), np.maximum(j - 1, 0)
+    out = {
+        "message_silent_since": (last_by[i] < j) & other, "candidate_latest": (next_by[j] > i) & other & (spk[j] >= 0),
+        "same_target": (mentions[i] & mentions[j]).any(axis=1) & other, "candidate_mentions_anyone": targeted[j] & other,
+        "message_addressed_before": addressed(spk[i], spk[j], np.zeros_like(j), j), "message_addressed_between": addressed(spk[i], spk[j], j + 1, i),
+        "candidate_addressed_before": addressed(spk[j], spk[i], np.zeros_like(j), j), "candidate_addressed_between": addressed(spk[j], spk[i], j + 1, i),
+        "message_prev_distance": np.where(last_by[i] >= 0, np.log1p(i - last_by[i]), 0.0), "message_prev_minutes": prev_minutes(i),
+        "message_prev_targeted": prev_targeted[i], "message_has_prev": last_by[i] >= 0,
+        "candidate_prev_distance": np.where((last_by[j] >= 0) & other, np.log1p(j - last_by[j]), 0.0), "candidate_prev_minutes": np.where(other, prev_minutes(j), 0.0),
+        "candidate_prev_targeted": prev_targeted[j] & other, "candidate_has_prev": (last_by[j] >= 0) & other,
+        "candidate_next_same": (spk[nxt] == spk[j]) & (spk[j] >= 0) & (j + 1 < n) & other, "candidate_before_same": (spk[prv] == spk[j]) & (spk[j] >= 0) & (j > 0) & other,
+        "candidate_question": question[j] & other, "message_question": question[i],
+        "overlap_of_candidate": np.where(other & (size[j] > 0), common / np.maximum(size[j], 1), 0.0),
+        "overlap_of_message": np.where(other & (size[i] > 0), common / np.maximum(size[i], 1), 0.0),
+        "overlap_none": other & (common == 0), "overlap_one": other & (common == 1), "overlap_many": other & (common > 1), "overlap_over5": other & (common > 5),
+        "log_lines_per_minute": np.full(len(i), np.log1p(n / max(minutes, 1.0))),
+    }
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
 def _conversation_cosine(emb: np.ndarray, labels: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Cosine of line ``i`` with the mean of the lines of ``j``'s conversation (``labels``) up to ``i - 1``."""
     n = len(labels)
@@ -221,7 +298,7 @@ def _conversation_cosine(emb: np.ndarray, labels: np.ndarray, i: np.ndarray, j: 
 
 def feature_names(dims: Sequence[int]) -> list[str]:
     per_dim = [f for d in sorted(dims) for f in (f"cos@{d}", f"cos_rank@{d}")]
-    return [*BASE_FEATURES, *per_dim, *([CONVERSATION_FEATURE] if dims else [])]
+    return [*BASE_FEATURES, *HISTORY_FEATURES, *per_dim, *([CONVERSATION_FEATURE] if dims else [])]
 
 
 def predict_links(features: pd.DataFrame, scores: np.ndarray) -> list[tuple[int, int]]:
@@ -312,12 +389,95 @@ class DisentangleScorer:
         return cls(joblib.load(folder / "scorer.joblib"), meta["dims"], meta["window"], meta.get("chosen", {}))
 
 
-SCORERS: tuple[str, ...] = ("logreg:0.1", "mlp:64x32")  # chosen between on dev (docs/results.md)
+SCORERS: tuple[str, ...] = ("logreg:0.1", "listwise:128x128", "listwise:256x256")  # chosen between on dev (docs/results.md)
+
+
+class ListwiseMLP(BaseEstimator):
+    """A small MLP (tanh) that scores each candidate, trained as the paper trains its FF: a softmax over
+    each message's candidates, cross-entropy against its gold links (shared equally when there are
+    several). Messages without a gold link in the window are left out of training. Trained with torch
+    (Adam), early-stopped on a seeded 10% of the training messages; scored with numpy afterwards, so a
+    loaded scorer needs no torch. ``members`` > 1 trains that many nets (seeds ``seed``, ``seed + 1``,
+    ..., each with its own held-out 10%) and averages their scores: the ensemble, in place of the
+    paper's vote over ten models' links."""
+
+    def __init__(self, hidden: Sequence[int] = (128, 128), *, members: int = 1, epochs: int = 12, lr: float = 1e-3, batch: int = 16, patience: int = 2, seed: int = 0):
+        self.hidden, self.members, self.epochs, self.lr, self.batch, self.patience, self.seed = tuple(hidden), members, epochs, lr, batch, patience, seed
+        self.nets_: list[list[tuple[np.ndarray, np.ndarray]]] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> "ListwiseMLP":
+        if groups is None:
+            raise ValueError("ListwiseMLP.fit needs groups: each row's message (rows of a message contiguous)")
+        groups = np.asarray(groups)
+        starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        ends = np.r_[starts[1:], len(groups)]
+        index = np.full((len(starts), int((ends - starts).max())), -1, dtype=np.int64)
+        for k, (a, b) in enumerate(zip(starts, ends)):
+            index[k, : b - a] = np.arange(a, b)
+        y = np.asarray(y, dtype=np.float32)
+        index = index[(np.where(index >= 0, y[np.maximum(index, 0)], 0) > 0).any(axis=1)]
+        if not len(index):
+            raise ValueError("no message has a gold link among its candidates")
+        fitted = [self._fit_one(np.asarray(x, dtype=np.float32), y, index, self.seed + k) for k in range(self.members)]
+        self.nets_ = [net for net, _ in fitted]
+        self.validation_loss_ = float(np.mean([loss for _, loss in fitted]))
+        return self
+
+    def _fit_one(self, x: np.ndarray, y: np.ndarray, index: np.ndarray, seed: int) -> tuple[list, float]:
+        import torch
+
+        torch.manual_seed(seed)
+        order = np.random.default_rng(seed).permutation(len(index))
+        held = max(1, len(index) // 10)
+        fit_idx, val_idx = torch.from_numpy(index[order[held:]]), torch.from_numpy(index[order[:held]])
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        layers, width_in = [], xt.shape[1]
+        for h in self.hidden:
+            layers += [torch.nn.Linear(width_in, h), torch.nn.Tanh()]
+            width_in = h
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(width_in, 1))
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            mask = idx >= 0
+            scores = net(xt[idx.clamp(min=0)]).squeeze(-1).masked_fill(~mask, float("-inf"))
+            gold = yt[idx.clamp(min=0)] * mask
+            return -(gold / gold.sum(1, keepdim=True) * torch.log_softmax(scores, 1).masked_fill(~mask, 0.0)).sum(1).mean()
+
+        best, best_state, stale = float("inf"), None, 0
+        for _ in range(self.epochs):
+            net.train()
+            for batch in torch.randperm(len(fit_idx)).split(self.batch):
+                opt.zero_grad()
+                loss_of(fit_idx[batch]).backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                val = float(sum(loss_of(v) * len(v) for v in val_idx.split(4096)) / len(val_idx))
+            if val < best - 1e-4:
+                best, best_state, stale = val, {k: v.clone() for k, v in net.state_dict().items()}, 0
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        net.load_state_dict(best_state)
+        return [(m.weight.detach().numpy().T.astype(np.float64), m.bias.detach().numpy().astype(np.float64)) for m in net if isinstance(m, torch.nn.Linear)], best
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        total = 0.0
+        for weights in self.nets_:
+            h = np.asarray(x, dtype=np.float64)
+            for w, b in weights[:-1]:
+                h = np.tanh(h @ w + b)
+            w, b = weights[-1]
+            total = total + (h @ w + b).ravel()
+        return total / len(self.nets_)
 
 
 def make_classifier(spec: str, seed: int = 0):
-    """``logreg:<C>`` (logistic regression) or ``mlp:<h1>x<h2>...`` (a small MLP with early stopping),
-    after standardisation: a scikit-learn pipeline."""
+    """``logreg:<C>`` (logistic regression), ``mlp:<h1>x<h2>...`` (a small MLP with early stopping) or
+    ``listwise:<h1>x<h2>...[*<members>]`` (:class:`ListwiseMLP`, a softmax over each message's
+    candidates; ``*5``: five of them, scores averaged), after standardisation: a scikit-learn pipeline."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -329,10 +489,13 @@ def make_classifier(spec: str, seed: int = 0):
             clf = LogisticRegression(C=float(arg), max_iter=1000, random_state=seed)
         elif kind == "mlp":
             clf = MLPClassifier(tuple(int(h) for h in arg.split("x")), early_stopping=True, max_iter=30, random_state=seed)
+        elif kind == "listwise":
+            sizes, _, members = arg.partition("*")
+            clf = ListwiseMLP(tuple(int(h) for h in sizes.split("x")), members=int(members or 1), seed=seed)
         else:
             raise ValueError
     except ValueError:
-        raise ValueError(f"scorer {spec!r}: expected 'logreg:<C>' or 'mlp:<h1>x<h2>...'") from None
+        raise ValueError(f"scorer {spec!r}: expected 'logreg:<C>', 'mlp:<h1>x<h2>...' or 'listwise:<h1>x<h2>...[*<members>]'") from None
     return make_pipeline(StandardScaler(), clf)
 
 
@@ -347,10 +510,14 @@ def fit_scorer(
 
     names = feature_names(dims)
     x, y = train[names].to_numpy(), train["label"].to_numpy()
+    keys = train["file"].astype(str) + ":" + train["line"].astype(str) if "file" in train else train["line"].astype(str)
+    groups = (keys != keys.shift()).cumsum().to_numpy()  # each message's rows (contiguous)
     best, tried = None, {}
     for spec in models:
         start = time.perf_counter()
-        scorer = DisentangleScorer(make_classifier(spec, seed).fit(x, y), list(dims))
+        pipeline = make_classifier(spec, seed)
+        fit_params = {f"{pipeline.steps[-1][0]}__groups": groups} if isinstance(pipeline.steps[-1][1], ListwiseMLP) else {}
+        scorer = DisentangleScorer(pipeline.fit(x, y, **fit_params), list(dims))
         m = disentanglement_metrics(dev_gold, {f: scorer.links(c) for f, c in dev_features.items()})
         tried[spec] = {"dev_link_f": round(m["link_f"], 4), "dev_exact_f": round(m["exact_f"], 4), "dev_one_minus_vi": round(m["one_minus_vi"], 4), "fit_s": round(time.perf_counter() - start, 1)}
         if log:
@@ -416,7 +583,7 @@ def disentangle_splits(
     gold = {s: {f: gold_links(g) for f, g in p.groupby("file")} for s, p in parts.items()}
     if log:
         log(f"candidate features of {sum(len(v) for v in feats.values())} files in {time.perf_counter() - start:.0f}s")
-    train = pd.concat([c.frame for c in feats["train"].values()], ignore_index=True)
+    train = pd.concat([c.frame.assign(file=f) for f, c in feats["train"].items()], ignore_index=True)
     scorer = fit_scorer(train, feats["dev"], gold["dev"], dims=dims, models=models, seed=seed, log=log)
     scorer.chosen["train_files"] = len(train_files)
     start = time.perf_counter()

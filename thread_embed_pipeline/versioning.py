@@ -35,7 +35,7 @@ CODE_VERSIONS: dict[str, str] = {
     "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
     "onnx": "1",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8
     "search_index": "1",  # search_index/<source>: the threads embedded by the released model
-    "disentanglement": "1",  # disentanglement/<variant>: the link scorer, its links and metrics
+    "disentanglement": "2",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison
     "eval_report": "5",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions)
 }
 

@@ -78,19 +78,76 @@ def test_candidate_features_read_the_log_as_the_paper_describes():
         candidate_features(log.iloc[1:])
 
 
+HISTORY_LOG = """[10:00] <alice> hi all, grub fails to boot
+[10:01] <bob> alice: which grub version
+[10:02] <carol> my wifi driver is broken
+[10:03] <alice> bob: grub 2 on ubuntu
+[10:05] <dave> carol: which card?
+[10:06] <bob> alice: reinstall grub then
+"""
+
+
+def test_history_and_overlap_features_read_who_spoke_to_whom_before_the_message():
+    log = channel_logs(parse_irc_log(HISTORY_LOG))
+    feats = candidate_features(log, window=5).set_index(["line", "candidate"])
+    bob_to_alice = feats.loc[(5, 3)]  # bob answers alice's line 3
+    assert bob_to_alice["message_silent_since"] == 1 and bob_to_alice["candidate_latest"] == 1  # neither spoke in between
+    assert bob_to_alice["message_addressed_before"] == 1  # bob addressed alice on line 1
+    assert bob_to_alice["message_addressed_between"] == 0 and bob_to_alice["candidate_addressed_before"] == 0
+    assert bob_to_alice["overlap_one"] == 1 and bob_to_alice["overlap_of_message"] == pytest.approx(1 / 4)  # "grub" of speaker_k, reinstall, grub, then
+    own = feats.loc[(5, 1)]  # bob's own earlier line
+    assert own["message_silent_since"] == 0 and own["candidate_latest"] == 0 and own["same_target"] == 1  # both address alice
+    assert feats.loc[(5, 4), "candidate_question"] == 1 and feats.loc[(5, 4), "candidate_addressed_between"] == 0
+    assert feats.loc[(4, 2), "message_addressed_before"] == 0 and feats.loc[(3, 1), "candidate_addressed_before"] == 0
+    assert feats.loc[(3, 1), "candidate_mentions"] == 1  # bob's line 1 addresses alice, who writes line 3
+    assert own["message_prev_distance"] == pytest.approx(np.log1p(4)) and own["message_prev_targeted"] == 1
+    self_row = feats.loc[(5, 5)]
+    assert self_row[["message_silent_since", "candidate_latest", "same_target", "overlap_none", "candidate_question"]].eq(0).all()
+    assert self_row["message_prev_distance"] == own["message_prev_distance"]  # a message feature: the same on every row
+
+
 def test_the_scorer_learns_the_links_and_beats_previous_message():
     logs = channel_logs(synthetic_raw(SPLITS))
     feats = file_features(logs, None, [], window=20)
     gold = {f: gold_links(g) for f, g in logs.groupby("file")}
     train = pd.concat([feats[f].frame for f in ("t1", "t2", "t3")], ignore_index=True)
-    scorer = fit_scorer(train, {"d1": feats["d1"]}, {"d1": gold["d1"]}, dims=[], models=("logreg:0.1", "mlp:8"))
-    assert scorer.chosen["scorer"] in ("logreg:0.1", "mlp:8") and set(scorer.chosen["tried"]) == {"logreg:0.1", "mlp:8"}
+    scorer = fit_scorer(train, {"d1": feats["d1"]}, {"d1": gold["d1"]}, dims=[], models=("logreg:0.1", "mlp:8", "listwise:8"))
+    assert scorer.chosen["scorer"] in ("logreg:0.1", "mlp:8", "listwise:8") and set(scorer.chosen["tried"]) == {"logreg:0.1", "mlp:8", "listwise:8"}
     with pytest.raises(ValueError, match="expected 'logreg:<C>'"):
         fit_scorer(train, {}, {}, dims=[], models=("forest:3",))
     test = {f: gold[f] for f in ("e1", "e2")}
     ours = disentanglement_metrics(test, {f: scorer.links(feats[f]) for f in test})
     previous = disentanglement_metrics(test, {f: [(i, i - 1) for i, _ in gold[f]] for f in test})
     assert ours["link_f"] > previous["link_f"] + 0.2 and ours["exact_f"] >= previous["exact_f"]
+    listwise = fit_scorer(train, {"d1": feats["d1"]}, {"d1": gold["d1"]}, dims=[], models=("listwise:8",))
+    assert disentanglement_metrics(test, {f: listwise.links(feats[f]) for f in test})["link_f"] > previous["link_f"] + 0.2
+
+
+def test_the_listwise_scorer_trains_a_softmax_over_each_messages_candidates():
+    from thread_embed_pipeline.disentangle import ListwiseMLP, make_classifier
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(300), 5)
+    x = rng.normal(size=(len(groups), 3))
+    gold_pos = rng.integers(0, 5, 300)
+    y = np.zeros(len(groups), dtype=bool)
+    y[np.arange(300) * 5 + gold_pos] = True
+    x[y, 0] += 2.0  # the gold candidate stands out on feature 0, relative to its message's others
+    x[:, 0] += np.repeat(rng.normal(scale=3.0, size=300), 5)  # plus a per-message offset
+    model = ListwiseMLP((8,), epochs=30, seed=0).fit(x, y, groups)
+    picked = model.decision_function(x).reshape(300, 5).argmax(1)
+    best_rule = x[:, 0].reshape(300, 5).argmax(1)  # the rule that made the data
+    assert (picked == gold_pos).mean() >= (best_rule == gold_pos).mean() - 0.03 > 0.5
+    assert (picked == gold_pos).mean() > (x[:, 1].reshape(300, 5).argmax(1) == gold_pos).mean() + 0.3  # not a noise feature
+    trio = ListwiseMLP((8,), members=3, epochs=30, seed=0).fit(x, y, groups)
+    assert len(trio.nets_) == 3 and trio.nets_[0][0][0].tolist() == model.nets_[0][0][0].tolist()  # member 0 is the seed-0 net
+    singles = [ListwiseMLP((8,), epochs=30, seed=k).fit(x, y, groups).decision_function(x) for k in range(3)]
+    assert np.allclose(trio.decision_function(x), np.mean(singles, axis=0))  # the ensemble averages its members' scores
+    assert make_classifier("listwise:8x4*3").steps[-1][1].get_params()["members"] == 3
+    with pytest.raises(ValueError, match="needs groups"):
+        ListwiseMLP().fit(x, y)
+    with pytest.raises(ValueError, match="no message has a gold link"):
+        ListwiseMLP().fit(x, np.zeros_like(y), groups)
 
 
 def test_embedding_features_come_from_the_model_at_each_dim(tiny_model_dir):
@@ -122,7 +179,7 @@ def test_parse_irc_log_reads_the_user_form_and_names_a_bad_line():
 
 
 def _materialise(variants, raw, tmp_path, monkeypatch, model=None):
-    from thread_embed_pipeline.orchestration.disentangle_assets import build_disentanglement_asset
+    from thread_embed_pipeline.orchestration.disentangle_assets import VARIANTS, build_disentanglement_asset, disentanglement_comparison
     from thread_embed_pipeline.orchestration.keys import raw_key
     from thread_embed_pipeline.orchestration.resources import TrainerResource
 
@@ -133,21 +190,31 @@ def _materialise(variants, raw, tmp_path, monkeypatch, model=None):
         return raw
 
     assets = [raw_asset, *[build_disentanglement_asset(v) for v in variants]]
+    if set(variants) == set(VARIANTS):
+        assets.append(disentanglement_comparison)
     if model is not None:
         @dg.asset(name="model")
         def model_asset():
             return model
 
         assets.append(model_asset)
-    config = {"ops": {f"disentanglement__{v}": {"config": {"dims": [32, 16], "window": 20, "bootstrap_resamples": 20, "scorers": ["logreg:1.0", "mlp:8"]}} for v in variants}}
+    config = {"ops": {f"disentanglement__{v}": {"config": {"dims": [32, 16], "window": 20, "bootstrap_resamples": 20, "scorers": ["logreg:1.0", "mlp:8", "listwise:8"]}} for v in variants}}
+    if set(variants) == set(VARIANTS):
+        config["ops"]["disentanglement__comparison"] = {"config": {"bootstrap_resamples": 30}}
     return dg.materialize(assets, resources={"io_manager": dg.mem_io_manager, "trainer": TrainerResource()}, run_config=config)
 
 
 def test_assets_write_upstream_links_metrics_and_a_scorer_the_cli_uses(tiny_model_dir, tmp_path, monkeypatch, capsys):
     raw = synthetic_raw(SPLITS)
     model = {"checkpoint_dir": str(tiny_model_dir), "base_model": str(tiny_model_dir)}
-    result = _materialise(["features_only", "fine_tuned"], raw, tmp_path, monkeypatch, model=model)
+    result = _materialise(["features_only", "base", "fine_tuned"], raw, tmp_path, monkeypatch, model=model)
     assert result.success
+    comparison = result.output_for_node("disentanglement__comparison")
+    assert set(zip(comparison["system_a"], comparison["system_b"])) == {("fine_tuned", "features_only"), ("base", "features_only"), ("fine_tuned", "base")}
+    fine = comparison[(comparison["system_a"] == "fine_tuned") & (comparison["system_b"] == "features_only")].set_index("metric")
+    own = pd.read_parquet(tmp_path / "data" / "disentanglement" / "fine_tuned" / "metrics.parquet").set_index("metric")["value"]
+    assert fine.loc["exact_f", "a"] == pytest.approx(own["exact_f"])  # scored from the links the variant wrote
+    assert (fine["ci_low"] <= fine["delta"] + 1e-9).all() and (fine["delta"] <= fine["ci_high"] + 1e-9).all()
     for variant in ("features_only", "fine_tuned"):
         meta = result.asset_materializations_for_node(f"disentanglement__{variant}")[0].metadata
         assert meta["test_messages"].value == 80 and 0 <= meta["conversation_f"].value <= 100

@@ -73,3 +73,16 @@ def test_bootstrap_over_files_brackets_the_pooled_value():
     assert set(table["metric"]) >= {"link_f", "one_minus_vi", "exact_f"}
     assert ((table["ci_low"] <= table["value"] + 1e-9) & (table["value"] <= table["ci_high"] + 1e-9)).all()
     assert (table["n_files"] == 6).all()
+
+
+def test_paired_bootstrap_sees_a_consistent_gain_and_no_gain_against_itself():
+    from thread_embed_pipeline.evaluation.disentanglement import paired_file_bootstrap
+
+    gold = {f"f{i}": [(10, 10), (11, 10), (12, 11), (13, 13), (14, 13)] for i in range(8)}
+    perfect = {f: list(v) for f, v in gold.items()}
+    previous = {f: [(s, s - 1) for s, _ in v] for f, v in gold.items()}
+    table = paired_file_bootstrap(gold, perfect, previous, n_resamples=100).set_index("metric")
+    assert table.loc["link_f", "a"] == 1.0 and table.loc["link_f", "delta"] == pytest.approx(1.0 - table.loc["link_f", "b"])
+    assert table.loc["link_f", "ci_excludes_0"] and table.loc["link_f", "p_value"] == 0.0 and table.loc["exact_f", "delta"] > 0
+    same = paired_file_bootstrap(gold, previous, previous, n_resamples=50).set_index("metric")
+    assert (same["delta"] == 0).all() and not same["ci_excludes_0"].any() and (same["p_value"] == 1.0).all()

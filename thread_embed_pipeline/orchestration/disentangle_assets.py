@@ -2,7 +2,9 @@
 embeddings (``fine_tuned``, ``base``) or none (``features_only``, the ablation), scored on the test files.
 
 Thin wrapper around :mod:`thread_embed_pipeline.disentangle` and
-:mod:`thread_embed_pipeline.evaluation.disentanglement`. Each asset writes, under
+:mod:`thread_embed_pipeline.evaluation.disentanglement`. ``disentanglement/comparison`` scores the
+variants' written links against each other on the same test files (paired bootstrap over files).
+Each variant's asset writes, under
 ``data/disentanglement/<variant>/``: the predicted links of every test file in the upstream
 annotation format (``<file>.annotation.txt``), the fitted scorer (``scorer.joblib`` / ``scorer.json``,
 which the CLI loads) and ``metrics.parquet``; the metrics table with bootstrap CIs over files is the
@@ -16,8 +18,8 @@ import dagster as dg
 import pandas as pd
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.disentangle import SCORERS, WINDOW, channel_logs, disentangle_splits
-from thread_embed_pipeline.evaluation.disentanglement import links_to_annotation
+from thread_embed_pipeline.disentangle import SCORERS, WINDOW, channel_logs, disentangle_splits, gold_links
+from thread_embed_pipeline.evaluation.disentanglement import links_to_annotation, paired_file_bootstrap, parse_annotation
 from thread_embed_pipeline.orchestration.automation import versioned_output
 from thread_embed_pipeline.orchestration.keys import raw_key
 from thread_embed_pipeline.orchestration.metadata import table
@@ -26,6 +28,7 @@ from thread_embed_pipeline.versioning import code_version
 
 SOURCE = "irc_disentangle"
 VARIANTS = ("features_only", "base", "fine_tuned")
+COMPARISONS = (("fine_tuned", "features_only"), ("base", "features_only"), ("fine_tuned", "base"))  # (a, b): a minus b
 
 
 class DisentanglementConfig(dg.Config):
@@ -34,7 +37,7 @@ class DisentanglementConfig(dg.Config):
     window: int = WINDOW
     dims: list[int] = [384, 64]  # Matryoshka dims whose cosine is a feature (above the model's: dropped)
     max_train_files: int = 40  # train files sampled (seeded) for the scorer; 153 in all
-    scorers: list[str] = list(SCORERS)  # "logreg:<C>" / "mlp:<h1>x<h2>": the best on dev (link F) is kept
+    scorers: list[str] = list(SCORERS)  # "logreg:<C>" / "mlp:<h1>x<h2>" / "listwise:<h1>x<h2>[*<members>]": the best on dev (link F) is kept
     bootstrap_resamples: int = 200
     seed: int = 0
 
@@ -64,12 +67,12 @@ def build_disentanglement_asset(variant: str) -> dg.AssetsDefinition:
         key=disentanglement_key(variant),
         ins={"raw": dg.AssetIn(raw_key(SOURCE)), **({"model": dg.AssetIn("model")} if variant != "features_only" else {})},
         group_name="disentanglement",
-        kinds={"scikitlearn"},
+        kinds={"scikitlearn", "pytorch"},
         code_version=code_version("disentanglement"),
         description=(
             f"Conversation disentanglement of the IRC test files (Kummerfeld et al. 2019) with "
             + ("no embeddings (the ablation)" if variant == "features_only" else f"the {variant.replace('_', '-')} model's embeddings")
-            + ": a link scorer (logistic regression or a small MLP, chosen on dev) trained on train files; link P/R/F, scaled 1-VI, one-to-one, "
+            + ": a link scorer (logistic regression or a listwise MLP, chosen on dev) trained on train files; link P/R/F, scaled 1-VI, one-to-one, "
             "conversation exact-match P/R/F, ARI, AMI with bootstrap CIs over files; predicted links in the upstream annotation format."
         ),
     )
@@ -113,5 +116,45 @@ def _metadata(run: dict, metrics: pd.DataFrame, spec, dims: list[int], out: Path
     }
 
 
+class ComparisonConfig(dg.Config):
+    bootstrap_resamples: int = 1000
+    seed: int = 0
+
+
+@dg.asset(
+    key=disentanglement_key("comparison"),
+    ins={"raw": dg.AssetIn(raw_key(SOURCE)), **{v: dg.AssetIn(disentanglement_key(v)) for v in VARIANTS}},
+    group_name="disentanglement",
+    code_version=code_version("disentanglement"),
+    description="Paired comparison of the disentanglement variants on the same IRC test files: each metric's difference "
+    "(fine-tuned minus features only, base minus features only, fine-tuned minus base) with a paired bootstrap CI over files and its p-value.",
+)
+def disentanglement_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig, raw, **variants: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    raw_frame = pd.read_parquet(raw) if isinstance(raw, (str, Path)) else raw
+    logs = channel_logs(raw_frame[raw_frame["split_hint"] == "test"])
+    gold = {f: gold_links(g) for f, g in logs.groupby("file")}
+    links = {v: _read_links(storage.data_dir() / "disentanglement" / v, gold) for v in VARIANTS}
+    comparison = pd.concat([
+        paired_file_bootstrap(gold, links[a], links[b], n_resamples=config.bootstrap_resamples, seed=config.seed).assign(system_a=a, system_b=b)
+        for a, b in COMPARISONS
+    ], ignore_index=True)
+    out = storage.data_dir() / "disentanglement" / "comparison.parquet"
+    storage.atomic_write_bytes(out, lambda tmp: comparison.to_parquet(tmp, index=False))
+    shown = comparison[comparison["metric"].isin(["link_f", "one_minus_vi", "one_to_one", "exact_f"])]
+    shown = shown.assign(**{c: (shown[c] * 100).round(1) for c in ("a", "b", "delta", "ci_low", "ci_high")})
+    context.add_output_metadata({
+        "comparison_percent": table(shown[["system_a", "system_b", "metric", "a", "b", "delta", "ci_low", "ci_high", "p_value", "ci_excludes_0"]]),
+        "n_files": len(gold), "path": dg.MetadataValue.path(str(out)),
+    })
+    return versioned_output(comparison)
+
+
+def _read_links(folder: Path, gold: dict) -> dict[str, set[tuple[int, int]]]:
+    missing = [f for f in gold if not (folder / f"{f}.annotation.txt").is_file()]
+    if missing:
+        raise dg.Failure(description=f"{folder}: no predicted links for {len(missing)} test files, e.g. {missing[:3]}: rematerialise {folder.name}")
+    return {f: parse_annotation((folder / f"{f}.annotation.txt").read_text()) for f in gold}
+
+
 def disentanglement_assets() -> list[dg.AssetsDefinition]:
-    return [build_disentanglement_asset(v) for v in VARIANTS]
+    return [*(build_disentanglement_asset(v) for v in VARIANTS), disentanglement_comparison]
