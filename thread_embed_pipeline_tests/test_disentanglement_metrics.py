@@ -86,3 +86,20 @@ def test_paired_bootstrap_sees_a_consistent_gain_and_no_gain_against_itself():
     assert table.loc["link_f", "ci_excludes_0"] and table.loc["link_f", "p_value"] == 0.0 and table.loc["exact_f", "delta"] > 0
     same = paired_file_bootstrap(gold, previous, previous, n_resamples=50).set_index("metric")
     assert (same["delta"] == 0).all() and not same["ci_excludes_0"].any() and (same["p_value"] == 1.0).all()
+
+
+def test_per_file_statistics_add_up_to_the_pooled_metrics_of_any_resample():
+    from sklearn.metrics import adjusted_rand_score
+
+    from thread_embed_pipeline.evaluation.disentanglement import METRICS, _file_clusters, _file_labels, file_statistics, metrics_from_statistics, normalise_links
+
+    gold = {**GOLD, "g": [(20, 20), (21, 20), (22, 22), (23, 21)], "h": [(30, 30), (31, 30)]}
+    auto = {**AUTO, "g": [(20, 20), (21, 21), (22, 20), (23, 21)], "h": [(30, 30), (31, 31)]}
+    stats = file_statistics(gold, auto).set_index("file")
+    pick = ["f", "g", "g", "h"]  # a resample: g drawn twice
+    fast = metrics_from_statistics(stats.loc[pick])
+    slow = disentanglement_metrics({f"{k}:{f}": gold[f] for k, f in enumerate(pick)}, {f"{k}:{f}": auto[f] for k, f in enumerate(pick)})
+    assert all(fast[m] == pytest.approx(slow[m]) for m in METRICS if m != "ami")
+    # ARI is scikit-learn's on the pooled labels (clusters of different files are different clusters)
+    labels = [(f"{k}/{x}", f"{k}/{y}") for k, f in enumerate(pick) for x, y in zip(*_file_labels(*_file_clusters(normalise_links(gold[f]), normalise_links(auto[f]))))]
+    assert fast["ari"] == pytest.approx(adjusted_rand_score([a for a, _ in labels], [b for _, b in labels]))

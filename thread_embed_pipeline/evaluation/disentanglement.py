@@ -32,7 +32,7 @@ Links = Mapping[str, Iterable[tuple[int, int]]]  # file -> (source, target) pair
 
 METRICS: tuple[str, ...] = ("link_p", "link_r", "link_f", "one_minus_vi", "one_to_one", "exact_p", "exact_r", "exact_f", "ari", "ami")
 
-__all__ = ["METRICS", "clusters_from_links", "disentanglement_metrics", "file_bootstrap", "links_to_annotation", "paired_file_bootstrap", "normalise_links", "parse_annotation", "prf"]
+__all__ = ["METRICS", "clusters_from_links", "disentanglement_metrics", "file_bootstrap", "file_statistics", "links_to_annotation", "metrics_from_statistics", "normalise_links", "paired_file_bootstrap", "parse_annotation", "prf"]
 
 
 def normalise_links(links: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -77,68 +77,107 @@ def prf(matched: int, predicted: int, gold: int) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if matched else 0.0)
 
 
-def _labels(gold: Mapping[str, list[frozenset[int]]], auto: Mapping[str, list[frozenset[int]]]) -> tuple[np.ndarray, np.ndarray]:
+def _file_clusters(gold: set, auto: set) -> tuple[list[frozenset[int]], list[frozenset[int]]]:
+    """A file's gold and predicted conversations, both cut to its scored lines (from the first gold source)."""
+    cutoff = min(src for src, _ in gold)
+    return clusters_from_links(gold, cutoff), clusters_from_links(auto, cutoff)
+
+
+def _file_labels(gold_c: list[frozenset[int]], auto_c: list[frozenset[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Per scored message (gold's), its gold and predicted cluster number; a message the prediction
     leaves out is its own cluster."""
-    g_lab, a_lab, next_auto = [], [], 0
-    for offset, file in enumerate(sorted(gold)):
-        where = {}
-        for k, cluster in enumerate(auto.get(file, [])):
-            for m in cluster:
-                where[m] = next_auto + k
-        next_auto += len(auto.get(file, []))
-        for k, cluster in enumerate(gold[file]):
-            for m in sorted(cluster):
-                g_lab.append(f"{file}/{k}")
-                if m not in where:
-                    where[m] = next_auto
-                    next_auto += 1
-                a_lab.append(where[m])
-    return pd.factorize(np.array(g_lab, dtype=object))[0], np.asarray(a_lab)
+    where = {m: k for k, cluster in enumerate(auto_c) for m in cluster}
+    g_lab, a_lab, extra = [], [], len(auto_c)
+    for k, cluster in enumerate(gold_c):
+        for m in sorted(cluster):
+            g_lab.append(k)
+            if m not in where:
+                where[m], extra = extra, extra + 1
+            a_lab.append(where[m])
+    return np.asarray(g_lab), np.asarray(a_lab)
+
+
+STATISTICS: tuple[str, ...] = (
+    "links_matched", "links_predicted", "links_gold", "messages", "cells_nlogn", "gold_nlogn", "auto_nlogn",
+    "one_to_one_overlap", "cells_pairs", "gold_pairs", "auto_pairs", "exact_matched", "exact_predicted", "exact_gold",
+)
+
+
+def file_statistics(gold_links: Links, auto_links: Links) -> pd.DataFrame:
+    """One row per file of ``gold_links`` with the additive counts every metric but AMI is computed
+    from (:data:`STATISTICS`). Conversations never span files, so the contingency table of all files
+    is block-diagonal: its entropies, pair counts and maximum matching are sums over files, and a
+    bootstrap over files only re-adds rows."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics.cluster import contingency_matrix
+
+    missing = [f for f in gold_links if f not in auto_links]
+    if missing:
+        raise ValueError(f"no predicted links for {len(missing)} gold files, e.g. {missing[:3]}")
+
+    def nlogn(v: np.ndarray) -> float:
+        v = v[v > 0].astype(np.float64)
+        return float((v * np.log2(v)).sum())
+
+    def pairs(v: np.ndarray) -> float:
+        v = v.astype(np.float64)
+        return float((v * (v - 1) / 2).sum())
+
+    rows = []
+    for f in gold_links:
+        gold, auto = normalise_links(gold_links[f]), normalise_links(auto_links[f])
+        row = dict.fromkeys(STATISTICS, 0.0) | {"file": f, "links_matched": len(gold & auto), "links_predicted": len(auto), "links_gold": len(gold)}
+        if gold:
+            gold_c, auto_c = _file_clusters(gold, auto)
+            g, a = _file_labels(gold_c, auto_c)
+            table = contingency_matrix(g, a, sparse=False)
+            r, c = linear_sum_assignment(table, maximize=True)
+            gm, am = {x for x in gold_c if len(x) > 1}, {x for x in auto_c if len(x) > 1}
+            row |= {
+                "messages": len(g), "cells_nlogn": nlogn(table.ravel()), "gold_nlogn": nlogn(table.sum(1)), "auto_nlogn": nlogn(table.sum(0)),
+                "one_to_one_overlap": float(table[r, c].sum()), "cells_pairs": pairs(table.ravel()), "gold_pairs": pairs(table.sum(1)),
+                "auto_pairs": pairs(table.sum(0)), "exact_matched": len(gm & am), "exact_predicted": len(am), "exact_gold": len(gm),
+            }
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["file", *STATISTICS])
+
+
+def metrics_from_statistics(stats: pd.DataFrame) -> dict[str, float]:
+    """Every metric of :data:`METRICS` but AMI from :func:`file_statistics` rows (a row drawn twice
+    counts twice)."""
+    t = stats[list(STATISTICS)].sum()
+    link_p, link_r, link_f = prf(int(t["links_matched"]), int(t["links_predicted"]), int(t["links_gold"]))
+    exact_p, exact_r, exact_f = prf(int(t["exact_matched"]), int(t["exact_predicted"]), int(t["exact_gold"]))
+    n = float(t["messages"])
+    log_n = np.log2(n) if n > 1 else 0.0
+    h_joint, h_gold, h_auto = (log_n - t[k] / n if n else 0.0 for k in ("cells_nlogn", "gold_nlogn", "auto_nlogn"))
+    vi = 2 * h_joint - h_gold - h_auto  # H(U,V) - I(U;V), in bits
+    n_pairs = n * (n - 1) / 2
+    expected = t["gold_pairs"] * t["auto_pairs"] / n_pairs if n_pairs else 0.0
+    mean = (t["gold_pairs"] + t["auto_pairs"]) / 2
+    return {
+        "link_p": link_p, "link_r": link_r, "link_f": link_f,
+        "one_minus_vi": float(1.0 - vi / log_n) if n > 1 else 1.0, "one_to_one": float(t["one_to_one_overlap"] / n) if n else 0.0,
+        "exact_p": exact_p, "exact_r": exact_r, "exact_f": exact_f,
+        "ari": float((t["cells_pairs"] - expected) / (mean - expected)) if mean != expected else 1.0,
+        "files": len(stats), "messages": int(n), "gold_links": int(t["links_gold"]), "gold_conversations": int(t["exact_gold"]),
+    }
 
 
 def disentanglement_metrics(gold_links: Links, auto_links: Links) -> dict[str, float]:
     """All of :data:`METRICS` (fractions in [0, 1]) for the files of ``gold_links``, plus counts."""
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, mutual_info_score
-    from sklearn.metrics.cluster import contingency_matrix
+    from sklearn.metrics import adjusted_mutual_info_score
 
-    gold = {f: normalise_links(v) for f, v in gold_links.items()}
-    auto = {f: normalise_links(auto_links.get(f, ())) for f in gold}
-    missing = [f for f in gold if f not in auto_links]
-    if missing:
-        raise ValueError(f"no predicted links for {len(missing)} gold files, e.g. {missing[:3]}")
-    matched = sum(len(gold[f] & auto[f]) for f in gold)
-    link_p, link_r, link_f = prf(matched, sum(map(len, auto.values())), sum(map(len, gold.values())))
-
-    cutoffs = {f: min(s for s, _ in gold[f]) for f in gold if gold[f]}
-    gold_c = {f: clusters_from_links(gold[f], cutoffs[f]) for f in cutoffs}
-    auto_c = {f: clusters_from_links(auto[f], cutoffs[f]) for f in cutoffs}
-    g, a = _labels(gold_c, auto_c)
-    n = len(g)
-    table = contingency_matrix(g, a, sparse=False).astype(np.float64)
-    # VI = H(U,V) - I(U;V) = H(U) + H(V) - 2 I(U;V), in bits
-    p_joint = table[table > 0] / n
-    h_joint = float(-(p_joint * np.log2(p_joint)).sum())
-    mi = mutual_info_score(g, a) / np.log(2)
-    one_minus_vi = 1.0 - (h_joint - mi) / np.log2(n) if n > 1 else 1.0
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    one_to_one = float(table[rows, cols].sum() / n)
-
-    def multi(clusters: Mapping[str, list[frozenset[int]]]) -> dict[str, set[frozenset[int]]]:
-        return {f: {c for c in cs if len(c) > 1} for f, cs in clusters.items()}
-
-    gm, am = multi(gold_c), multi(auto_c)
-    exact = sum(len(gm[f] & am[f]) for f in gm)
-    exact_p, exact_r, exact_f = prf(exact, sum(map(len, am.values())), sum(map(len, gm.values())))
-    return {
-        "link_p": link_p, "link_r": link_r, "link_f": link_f,
-        "one_minus_vi": float(one_minus_vi), "one_to_one": one_to_one,
-        "exact_p": exact_p, "exact_r": exact_r, "exact_f": exact_f,
-        "ari": float(adjusted_rand_score(g, a)), "ami": float(adjusted_mutual_info_score(g, a, average_method="max")),
-        "files": len(gold), "messages": n, "gold_links": sum(map(len, gold.values())),
-        "gold_conversations": sum(map(len, gm.values())),
-    }
+    out = metrics_from_statistics(file_statistics(gold_links, auto_links))
+    g_all, a_all = [], []
+    for f in gold_links:
+        gold, auto = normalise_links(gold_links[f]), normalise_links(auto_links[f])
+        if gold:
+            g, a = _file_labels(*_file_clusters(gold, auto))
+            g_all += [f"{f}/{x}" for x in g]
+            a_all += [f"{f}/{x}" for x in a]
+    out["ami"] = float(adjusted_mutual_info_score(g_all, a_all, average_method="max")) if g_all else 1.0
+    return out
 
 
 def file_bootstrap(gold_links: Links, auto_links: Links, *, n_resamples: int = 200, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -162,24 +201,25 @@ def file_bootstrap(gold_links: Links, auto_links: Links, *, n_resamples: int = 2
 
 
 def paired_file_bootstrap(gold_links: Links, links_a: Links, links_b: Links, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """System A minus system B on the same files, each metric with a paired percentile-bootstrap CI
-    over files (the same resampled files score both) and ``p_value``: the two-sided bootstrap p of the
-    difference being 0 (twice the smaller share of resamples on either side of 0). Columns ``metric,
-    a, b, delta, ci_low, ci_high, p_value, ci_excludes_0, n_files``."""
+    """System A minus system B on the same files, each metric but AMI with a paired percentile-bootstrap
+    CI over files (the same resampled files score both; :func:`file_statistics`, so a resample is a sum)
+    and ``p_value``: the two-sided bootstrap p of no difference (twice the smaller share of resamples
+    on either side of 0). Columns ``metric, a, b, delta, ci_low, ci_high, p_value, ci_excludes_0, n_files``."""
     files = sorted(gold_links)
-    point_a, point_b = disentanglement_metrics(gold_links, links_a), disentanglement_metrics(gold_links, links_b)
+    stats_a = file_statistics(gold_links, links_a).set_index("file").loc[files]
+    stats_b = file_statistics(gold_links, links_b).set_index("file").loc[files]
+    names = [m for m in METRICS if m != "ami"]
+    point_a, point_b = metrics_from_statistics(stats_a), metrics_from_statistics(stats_b)
     rng = np.random.default_rng(seed)
-    deltas = {m: [] for m in METRICS}
+    deltas = {m: [] for m in names}
     for _ in range(n_resamples):
         pick = rng.integers(0, len(files), len(files))
-        g = {f"{i}:{files[k]}": gold_links[files[k]] for i, k in enumerate(pick)}
-        a = disentanglement_metrics(g, {f"{i}:{files[k]}": links_a[files[k]] for i, k in enumerate(pick)})
-        b = disentanglement_metrics(g, {f"{i}:{files[k]}": links_b[files[k]] for i, k in enumerate(pick)})
-        for m in METRICS:
+        a, b = metrics_from_statistics(stats_a.iloc[pick]), metrics_from_statistics(stats_b.iloc[pick])
+        for m in names:
             deltas[m].append(a[m] - b[m])
     alpha = (1 - confidence) / 2
     rows = []
-    for m in METRICS:
+    for m in names:
         d = np.asarray(deltas[m])
         low, high = float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
         p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
