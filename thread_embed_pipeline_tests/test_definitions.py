@@ -36,13 +36,14 @@ def test_disentanglement_has_its_own_job_and_stays_out_of_the_main_one():
         return {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.selected_asset_keys}
 
     variants = {"disentanglement/features_only", "disentanglement/base", "disentanglement/fine_tuned"}
-    assert selected("disentangle_job") == variants
+    assert selected("disentangle_job") == variants | {"disentanglement/comparison"}
     assert not variants & selected("thread_embed_job")
     assert not variants & selected("refresh_irc_disentangle")  # a source refresh does not retrain the disentangler
     assert {"model_onnx", "release/model", "search_index/irc_disentangle"} <= selected("thread_embed_job")
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["disentanglement", "features_only"])).parent_keys == {dg.AssetKey(["irc_disentangle", "raw"])}
     assert dg.AssetKey("model") in graph.get(dg.AssetKey(["disentanglement", "fine_tuned"])).parent_keys
+    assert graph.get(dg.AssetKey(["disentanglement", "comparison"])).parent_keys == {dg.AssetKey(["irc_disentangle", "raw"]), *(dg.AssetKey(v.split("/")) for v in variants)}
 
 
 RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "external_eval_sets.yaml")
