@@ -386,6 +386,8 @@ class DisentangleScorer:
         if not (folder / "scorer.joblib").is_file():
             raise FileNotFoundError(f"no scorer.joblib in {folder}: materialise a disentanglement/<model> asset first")
         meta = json.loads((folder / "scorer.json").read_text())
+        if meta.get("features") != feature_names(meta["dims"]):
+            raise ValueError(f"the scorer in {folder} reads other features than this version computes: rematerialise its disentanglement asset")
         return cls(joblib.load(folder / "scorer.joblib"), meta["dims"], meta["window"], meta.get("chosen", {}))
 
 

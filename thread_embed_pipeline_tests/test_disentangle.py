@@ -226,6 +226,13 @@ def test_assets_write_upstream_links_metrics_and_a_scorer_the_cli_uses(tiny_mode
         assert ((metrics["ci_low"] <= metrics["value"] + 1e-9) & (metrics["value"] <= metrics["ci_high"] + 1e-9)).all()
     assert json.loads((tmp_path / "data" / "disentanglement" / "fine_tuned" / "scorer.json").read_text())["dims"] == [32, 16]
     assert DisentangleScorer.load(tmp_path / "data" / "disentanglement" / "features_only").dims == []
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "scorer.joblib").write_bytes((tmp_path / "data" / "disentanglement" / "features_only" / "scorer.joblib").read_bytes())
+    meta = json.loads((tmp_path / "data" / "disentanglement" / "features_only" / "scorer.json").read_text())
+    (stale / "scorer.json").write_text(json.dumps({**meta, "features": meta["features"][:12]}))  # an older version's feature list
+    with pytest.raises(ValueError, match="rematerialise"):
+        DisentangleScorer.load(stale)
 
     log = tmp_path / "log.txt"
     log.write_text("[10:01] <alice> grub boot fails\n[10:01] <carol> wifi driver broken\n[10:02] <bob> alice: reinstall grub boot\n[10:03] <dave> carol: wifi kernel card\n")
