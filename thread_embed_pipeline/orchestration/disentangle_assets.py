@@ -138,15 +138,13 @@ def disentanglement_comparison(context: dg.AssetExecutionContext, config: Compar
         paired_file_bootstrap(gold, links[a], links[b], n_resamples=config.bootstrap_resamples, seed=config.seed).assign(system_a=a, system_b=b)
         for a, b in COMPARISONS
     ], ignore_index=True)
-    out = storage.data_dir() / "disentanglement" / "comparison.parquet"
-    storage.atomic_write_bytes(out, lambda tmp: comparison.to_parquet(tmp, index=False))
     shown = comparison[comparison["metric"].isin(["link_f", "one_minus_vi", "one_to_one", "exact_f"])]
     shown = shown.assign(**{c: (shown[c] * 100).round(1) for c in ("a", "b", "delta", "ci_low", "ci_high")})
     context.add_output_metadata({
         "comparison_percent": table(shown[["system_a", "system_b", "metric", "a", "b", "delta", "ci_low", "ci_high", "p_value", "ci_excludes_0"]]),
-        "n_files": len(gold), "path": dg.MetadataValue.path(str(out)),
+        "n_files": len(gold),
     })
-    return versioned_output(comparison)
+    return versioned_output(comparison)  # stored by the IO manager as data/disentanglement/comparison.parquet
 
 
 def _read_links(folder: Path, gold: dict) -> dict[str, set[tuple[int, int]]]:
