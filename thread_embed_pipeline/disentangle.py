@@ -512,8 +512,10 @@ def fit_scorer(
 
     names = feature_names(dims)
     x, y = train[names].to_numpy(), train["label"].to_numpy()
-    keys = train["file"].astype(str) + ":" + train["line"].astype(str) if "file" in train else train["line"].astype(str)
-    groups = (keys != keys.shift()).cumsum().to_numpy()  # each message's rows (contiguous)
+    starts = train["line"].ne(train["line"].shift())
+    if "file" in train:
+        starts |= train["file"].ne(train["file"].shift())
+    groups = starts.cumsum().to_numpy()  # each message's rows (contiguous)
     best, tried = None, {}
     for spec in models:
         start = time.perf_counter()

@@ -108,6 +108,12 @@ def file_statistics(gold_links: Links, auto_links: Links) -> pd.DataFrame:
     from (:data:`STATISTICS`). Conversations never span files, so the contingency table of all files
     is block-diagonal: its entropies, pair counts and maximum matching are sums over files, and a
     bootstrap over files only re-adds rows."""
+    return _statistics_and_labels(gold_links, auto_links)[0].reset_index(drop=True)
+
+
+def _statistics_and_labels(gold_links: Links, auto_links: Links) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`file_statistics` and each file's message labels (:func:`_file_labels`, for AMI), from
+    one pass over the files' clusters."""
     from scipy.optimize import linear_sum_assignment
     from sklearn.metrics.cluster import contingency_matrix
 
@@ -123,13 +129,13 @@ def file_statistics(gold_links: Links, auto_links: Links) -> pd.DataFrame:
         v = v.astype(np.float64)
         return float((v * (v - 1) / 2).sum())
 
-    rows = []
+    rows, labels = [], {}
     for f in gold_links:
         gold, auto = normalise_links(gold_links[f]), normalise_links(auto_links[f])
         row = dict.fromkeys(STATISTICS, 0.0) | {"file": f, "links_matched": len(gold & auto), "links_predicted": len(auto), "links_gold": len(gold)}
         if gold:
             gold_c, auto_c = _file_clusters(gold, auto)
-            g, a = _file_labels(gold_c, auto_c)
+            g, a = labels[f] = _file_labels(gold_c, auto_c)
             table = contingency_matrix(g, a, sparse=False)
             r, c = linear_sum_assignment(table, maximize=True)
             gm, am = {x for x in gold_c if len(x) > 1}, {x for x in auto_c if len(x) > 1}
@@ -139,7 +145,20 @@ def file_statistics(gold_links: Links, auto_links: Links) -> pd.DataFrame:
                 "auto_pairs": pairs(table.sum(0)), "exact_matched": len(gm & am), "exact_predicted": len(am), "exact_gold": len(gm),
             }
         rows.append(row)
-    return pd.DataFrame(rows, columns=["file", *STATISTICS])
+    return pd.DataFrame(rows, columns=["file", *STATISTICS]).set_index(pd.Index([r["file"] for r in rows], name=None)), labels
+
+
+def _pooled_ami(labels: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """AMI (``average_method="max"``, as upstream) over the messages of several files, each file's
+    clusters its own (a file drawn twice: two copies)."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    g_all, a_all, g_off, a_off = [], [], 0, 0
+    for g, a in labels:
+        g_all.append(g + g_off)
+        a_all.append(a + a_off)
+        g_off, a_off = g_off + int(g.max()) + 1, a_off + int(a.max()) + 1
+    return float(adjusted_mutual_info_score(np.concatenate(g_all), np.concatenate(a_all), average_method="max")) if g_all else 1.0
 
 
 def metrics_from_statistics(stats: pd.DataFrame) -> dict[str, float]:
@@ -166,32 +185,22 @@ def metrics_from_statistics(stats: pd.DataFrame) -> dict[str, float]:
 
 def disentanglement_metrics(gold_links: Links, auto_links: Links) -> dict[str, float]:
     """All of :data:`METRICS` (fractions in [0, 1]) for the files of ``gold_links``, plus counts."""
-    from sklearn.metrics import adjusted_mutual_info_score
-
-    out = metrics_from_statistics(file_statistics(gold_links, auto_links))
-    g_all, a_all = [], []
-    for f in gold_links:
-        gold, auto = normalise_links(gold_links[f]), normalise_links(auto_links[f])
-        if gold:
-            g, a = _file_labels(*_file_clusters(gold, auto))
-            g_all += [f"{f}/{x}" for x in g]
-            a_all += [f"{f}/{x}" for x in a]
-    out["ami"] = float(adjusted_mutual_info_score(g_all, a_all, average_method="max")) if g_all else 1.0
-    return out
+    stats, labels = _statistics_and_labels(gold_links, auto_links)
+    return metrics_from_statistics(stats) | {"ami": _pooled_ami(labels.values())}
 
 
 def file_bootstrap(gold_links: Links, auto_links: Links, *, n_resamples: int = 200, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Each metric on all files with a percentile-bootstrap CI over files (resampled with
-    replacement; a file drawn twice counts twice): columns ``metric, value, ci_low, ci_high, n_files``."""
+    replacement; a file drawn twice counts twice): columns ``metric, value, ci_low, ci_high, n_files``.
+    Each resample re-adds the files' :func:`file_statistics` (and pools their labels for AMI)."""
     files = sorted(gold_links)
-    point = disentanglement_metrics(gold_links, auto_links)
+    stats, labels = _statistics_and_labels(gold_links, auto_links)
+    point = metrics_from_statistics(stats) | {"ami": _pooled_ami(labels.values())}
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in METRICS}
     for _ in range(n_resamples):
-        pick = rng.integers(0, len(files), len(files))
-        g = {f"{i}:{files[k]}": gold_links[files[k]] for i, k in enumerate(pick)}
-        a = {f"{i}:{files[k]}": auto_links[files[k]] for i, k in enumerate(pick)}
-        values = disentanglement_metrics(g, a)
+        pick = [files[k] for k in rng.integers(0, len(files), len(files))]
+        values = metrics_from_statistics(stats.loc[pick]) | {"ami": _pooled_ami(labels[f] for f in pick if f in labels)}
         for m in METRICS:
             draws[m].append(values[m])
     alpha = (1 - confidence) / 2
@@ -206,8 +215,8 @@ def paired_file_bootstrap(gold_links: Links, links_a: Links, links_b: Links, *, 
     and ``p_value``: the two-sided bootstrap p of no difference (twice the smaller share of resamples
     on either side of 0). Columns ``metric, a, b, delta, ci_low, ci_high, p_value, ci_excludes_0, n_files``."""
     files = sorted(gold_links)
-    stats_a = file_statistics(gold_links, links_a).set_index("file").loc[files]
-    stats_b = file_statistics(gold_links, links_b).set_index("file").loc[files]
+    stats_a = _statistics_and_labels(gold_links, links_a)[0].loc[files]
+    stats_b = _statistics_and_labels(gold_links, links_b)[0].loc[files]
     names = [m for m in METRICS if m != "ami"]
     point_a, point_b = metrics_from_statistics(stats_a), metrics_from_statistics(stats_b)
     rng = np.random.default_rng(seed)
