@@ -22,7 +22,8 @@ The file stem is the path without a leading ``data/`` and without the ``.ascii.t
 Drops (:data:`DROP_REASONS`, the one table of them), in this order (each row is counted once,
 under the first reason that applies): ``duplicate`` (same file + message_id seen before),
 ``system``, ``context``, ``malformed``, ``invalid_encoding`` (a line that is not valid UTF-8),
-``empty_text`` (nothing left after stripping whitespace), ``too_long`` (more than
+``bot``, ``edit`` (an edit event a user export folded into the message it edits), ``deleted``
+(a deleted message or its tombstone), ``empty_text`` (nothing left after stripping whitespace), ``too_long`` (more than
 ``MAX_MESSAGE_CHARS`` characters: a paste, not chat).
 
 Rows are sorted by ``conversation_id``, then file and message_id. ``message_idx`` is the 0-based
@@ -48,8 +49,9 @@ from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, SPLITS,
 
 # a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
 MAX_MESSAGE_CHARS = 20_000
-# the record types a parser may emit; every one but "message" is a drop reason of its own
-RECORD_TYPES: tuple[str, ...] = ("message", "system", "context", "malformed", "invalid_encoding")
+# the record types a parser may emit; every one but "message" is a drop reason of its own ("bot", "edit"
+# and "deleted" come from user exports, whose platforms say which posts are bots, edit events or deletions)
+RECORD_TYPES: tuple[str, ...] = ("message", "system", "context", "malformed", "invalid_encoding", "bot", "edit", "deleted")
 # the drop reasons in the order they are tried: a row counts under the first that applies
 DROP_REASONS: tuple[str, ...] = ("duplicate", *RECORD_TYPES[1:], "empty_text", "too_long")
 _STEM_SUFFIXES = (".ascii.txt", ".annotation.txt", ".xml.out", ".xml", ".annot", ".txt")

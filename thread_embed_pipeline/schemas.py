@@ -114,11 +114,13 @@ def raw_table(raw: "pa.Table | pd.DataFrame") -> pa.Table:
 
 class RawPiece(NamedTuple):
     """One piece of a source's raw stream: its rows (``RAW_SCHEMA``; None when the sample kept no
-    record of this batch) and how many upstream units (records, servers, files) it read and kept."""
+    record of this batch), how many upstream units (records, servers, files) it read and kept, and
+    what the reader counted that no row shows (a user export's ``replies/parent_missing``, ...)."""
 
     table: pa.Table | None
     units_read: int
     units_kept: int
+    counts: dict[str, int] | None = None
 
 
 if tuple(RAW_SCHEMA.names) != RAW_COLUMNS or tuple(CORPUS_SCHEMA.names) != CORPUS_COLUMNS:  # pragma: no cover - a typo here

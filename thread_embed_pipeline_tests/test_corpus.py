@@ -73,7 +73,7 @@ def test_irc_components_drops_and_reply_to(tiny_irc):
     corpus, acc = build_corpus(tiny_irc, source="irc_disentangle", platform="irc")
     check_shape(corpus)
     check_accounting(tiny_irc, corpus, acc)
-    assert acc["dropped"] == {"duplicate": 0, "system": 1, "context": 3, "malformed": 1, "invalid_encoding": 0, "empty_text": 1, "too_long": 0}
+    assert acc["dropped"] == {"duplicate": 0, "system": 1, "context": 3, "malformed": 1, "invalid_encoding": 0, "bot": 0, "edit": 0, "deleted": 0, "empty_text": 1, "too_long": 0}
     assert corpus["conversation_id"].tolist() == ["irc_disentangle/train/2020-01-02_03/3"] * 4 + [
         "irc_disentangle/train/2020-01-02_03/5"
     ]
@@ -222,7 +222,7 @@ def test_real_irc_corpus(real):
     assert acc == {
         "read": 247_963,
         "kept": 66_285,
-        "dropped": {"duplicate": 0, "system": 8_670, "context": 173_000, "malformed": 0, "invalid_encoding": 0, "empty_text": 8, "too_long": 0},
+        "dropped": {"duplicate": 0, "system": 8_670, "context": 173_000, "malformed": 0, "invalid_encoding": 0, "bot": 0, "edit": 0, "deleted": 0, "empty_text": 8, "too_long": 0},
     }
     assert corpus.groupby("split")["conversation_id"].nunique().to_dict() == {"train": 9_229, "dev": 329, "test": 583}
     assert "irc_disentangle/test/2005-07-06_14/1003" in set(corpus["conversation_id"])

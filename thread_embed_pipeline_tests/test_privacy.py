@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thread_embed_pipeline.orchestration.keys import corpus_key
+from thread_embed_pipeline.orchestration.keys import corpus_key, raw_key, text_key
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import OPT_IN, build_definitions
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
@@ -26,13 +26,16 @@ from thread_embed_pipeline.orchestration.release_assets import HubResource
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.text.audit import original_handles
 
 NAMES = ("alice_wonder", "Bob_Builder", "carol.danvers", "dave42x")
+# people who are mentioned and never speak: a handle, a dotted handle, a Slack id with its name, a Discord id
+NON_PARTICIPANTS = ("walkda_q", "mr.hemlockz", "U0OUTSIDER", "Zed Outsider", "90210777")
 BOT = "deploy-bot"
 EMAIL = "alice.wonder@example.com"
 FAKE_KEY = "sk-test-PRIVACY-0123456789abcdefXYZ"
 URL_PASSWORD = "hunter2secret"
-FORBIDDEN = (*NAMES, BOT, EMAIL, FAKE_KEY, URL_PASSWORD)
+FORBIDDEN = (*NAMES, *NON_PARTICIPANTS, BOT, EMAIL, FAKE_KEY, URL_PASSWORD)
 
 
 def _conversation_texts(i: int) -> list[tuple[str, str]]:
@@ -50,6 +53,8 @@ def _conversation_texts(i: int) -> list[tuple[str, str]]:
         (c, f"also see https://example.org/docs/widget{i} for {d}"),
         (d, f"great, closing issue {i} about widget {i}"),
         (a, f"one more question on widget {i} caching"),
+        (b, f"@walkda_q and @Mr.HemlockZ fixed widget {i} last year, ask <@U0OUTSIDER|Zed Outsider> or <@!90210777>"),
+        (c, f"walkda_q also wrote the widget {i} docs, cc @here"),
     ]
 
 
@@ -153,6 +158,13 @@ def test_nothing_trained_on_or_published_carries_a_name_email_or_secret(privacy_
     assert any("exports" in p.parts for p in published)
     leaks = {str(p.relative_to(base)): found for p in published if (found := _scan(p))}
     assert not leaks, leaks
+    # the audit the asset checks run: no @handle that is not a pseudonym, in the text stage or the exports
+    texts = [t for p in sorted((data / "text").glob("*.parquet")) for t in pd.read_parquet(p)["text"]]
+    exported = [line for p in published if "exports" in p.parts for line in p.read_text().splitlines()]
+    assert original_handles(texts) == {} and original_handles(exported) == {}
+    assert "@here" in " ".join(texts)  # a generic mention stays
+    corpus_texts = pd.read_parquet(data / "corpus" / "irc_disentangle.parquet")["text"]
+    assert {"walkda_q", "mr.hemlockz", "u0outsider", "90210777"} <= set(original_handles(corpus_texts))  # the audit can fail
     # the scan can fail: the names-visible eval sets (internal, like the corpus) do carry them
     assert set(_scan(data / "eval_sets.parquet")) >= set(NAMES)
     assert _scan(data / "corpus" / "irc_disentangle.parquet")
@@ -178,3 +190,29 @@ def test_pseudonyms_keep_who_is_who_within_a_channel_log(privacy_run):
     assert all(a.startswith("speaker_") for a in text["author"].dropna())
     exported = [json.loads(line) for line in (base / "data" / "exports" / "pools" / "threadembed.jsonl").read_text().splitlines()]
     assert exported and all("speaker_" in row["query"] for row in exported if ":" in row["query"])
+
+
+def test_the_privacy_checks_ran_and_passed(privacy_run):
+    _, result = privacy_run
+    evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_original_handles"]
+    assert {e.asset_key.to_user_string() for e in evaluations} == {*(f"{n}/text" for n in SOURCES), "eval_exports"}
+    assert all(e.passed and e.metadata["original_handles"].value == 0 for e in evaluations)
+
+
+def test_real_mirror_text_stage_and_exports_hold_no_handle_that_is_not_a_pseudonym(mirror_root, tmp_path):
+    """The audit on the real data: every @handle in the mirrored corpora (Discord's DISCO texts mention
+    thousands of people who never speak there) is a pseudonym after the text stage and in the exports."""
+    defs = build_definitions(external_eval_sets=[])
+    selection = dg.AssetSelection.assets(*[k for n in SOURCES for k in (raw_key(n), corpus_key(n), text_key(n))], "eval_sets", "eval_exports")
+    resources = {**defs.resources, "io_manager": ParquetIOManager(), "chat_sources": ChatSourcesResource(mirror_dir=str(mirror_root))}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+        result = dg.materialize([*defs.assets, *defs.asset_checks], selection=selection, instance=dg.DagsterInstance.ephemeral(), resources=resources)
+    assert result.success
+    data = tmp_path / "data"
+    before = {n: sum(original_handles(pd.read_parquet(data / "corpus" / f"{n}.parquet")["text"]).values()) for n in SOURCES}
+    after = {n: sum(original_handles(pd.read_parquet(data / "text" / f"{n}.parquet")["text"]).values()) for n in SOURCES}
+    exports = [p for p in (data / "exports").rglob("*") if p.is_file()]
+    exported = sum(original_handles(line for p in exports for line in p.read_text().splitlines()).values())
+    assert before["discord_disco"] > 4000  # the corpus keeps upstream text: the audit has something to find
+    assert after == {n: 0 for n in SOURCES} and exported == 0 and len(exports) > 1

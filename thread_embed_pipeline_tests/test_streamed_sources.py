@@ -247,7 +247,7 @@ def test_one_corpus_builder_on_edge_cases_arrow_and_pandas_alike():
     table, acc = corpus_table(pa.Table.from_pandas(raw, schema=RAW_SCHEMA, preserve_index=False), source="s", platform="irc")
     frame, acc_frame = build_corpus(raw, source="s", platform="irc")
     assert acc == acc_frame
-    assert acc["dropped"] == {"duplicate": 1, "system": 1, "context": 1, "malformed": 1, "invalid_encoding": 0, "empty_text": 2, "too_long": 0}
+    assert acc["dropped"] == {"duplicate": 1, "system": 1, "context": 1, "malformed": 1, "invalid_encoding": 0, "bot": 0, "edit": 0, "deleted": 0, "empty_text": 2, "too_long": 0}
     pd.testing.assert_frame_equal(table.to_pandas().astype({"reply_to": "Int64"})[CORPUS_COMPARED], frame[CORPUS_COMPARED], check_dtype=False)
     got = [(r["conversation_id"], r["message_idx"], r["text"], None if pd.isna(r["reply_to"]) else int(r["reply_to"]), r["split"]) for _, r in frame.iterrows()]
     split_of = {cid: split for cid, _, _, _, split in got}

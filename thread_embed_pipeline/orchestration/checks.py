@@ -10,7 +10,8 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key
+from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key, text_key
+from thread_embed_pipeline.text.audit import original_handles
 from thread_embed_pipeline import storage
 from thread_embed_pipeline.evaluation.embedders import load_local_embedder
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
@@ -132,6 +133,36 @@ def _pairs_check(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
+HANDLES_CHECK_DESCRIPTION = (
+    "Blocking: no @handle that is not a pseudonym (an author's, or anyone's mentioned, participant or not) is left in the "
+    "text the model trains on. Skipped (passes, with a note) when the text asset was built with speakers: original."
+)
+
+
+def _handle_findings(texts) -> dict:
+    found = original_handles(texts)
+    return {"original_handles": int(sum(found.values())), "distinct_handles": len(found)}
+
+
+def _text_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=text_key(name), name="no_original_handles", blocking=True, description=HANDLES_CHECK_DESCRIPTION)
+    def check(text: pd.DataFrame) -> dg.AssetCheckResult:
+        authors = text["author"].dropna()
+        if len(authors) and not authors.str.fullmatch(r"speaker_\d+").all():
+            return dg.AssetCheckResult(passed=True, metadata={"note": "speakers: original (names visible by request): not audited"})
+        findings = _handle_findings(text["text"])
+        return dg.AssetCheckResult(passed=findings["original_handles"] == 0, metadata=findings)
+
+    return check
+
+
+@dg.asset_check(asset="eval_exports", name="no_original_handles", blocking=True, description="Blocking: the exported pools and BEIR files hold no @handle that is not a pseudonym.")
+def eval_exports_hold_no_original_handles() -> dg.AssetCheckResult:
+    files = sorted(p for p in (storage.data_dir() / "exports").rglob("*") if p.is_file())
+    findings = _handle_findings(line for p in files for line in p.read_text(encoding="utf-8", errors="replace").splitlines())
+    return dg.AssetCheckResult(passed=findings["original_handles"] == 0, metadata={**findings, "files": len(files)})
+
+
 def dev_check_verdict(comparison: pd.DataFrame) -> bool:
     """At least as good as the base model: no set where the fine-tuned model is significantly worse
     (the delta's 95% CI entirely below 0), and not worse on average."""
@@ -170,6 +201,6 @@ def model_at_least_as_good_as_base_on_dev(context, trainer: TrainerResource, mod
 
 
 def all_checks(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> list[dg.AssetChecksDefinition]:
-    per_source = [check for name in SOURCES for check in (_corpus_check(name, pd.DataFrame), _pairs_check(name))]
+    per_source = [check for name in SOURCES for check in (_corpus_check(name, pd.DataFrame), _text_check(name), _pairs_check(name))]
     per_source += [check for name in streamed_sources for check in (_corpus_check(name, Path), _pairs_check(name))]
-    return [*per_source, training_pairs_do_not_leak_eval_data, training_pairs_sane, model_at_least_as_good_as_base_on_dev]
+    return [*per_source, eval_exports_hold_no_original_handles, training_pairs_do_not_leak_eval_data, training_pairs_sane, model_at_least_as_good_as_base_on_dev]

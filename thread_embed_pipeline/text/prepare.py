@@ -18,10 +18,11 @@ Steps, in this order:
 2. **Short conversations** (drop reason ``short_conversation``, counted per message): conversations
    with fewer than ``min_conversation_messages`` messages left after step 1 carry no thread structure.
 3. **Redaction** of the kept texts (``redact``): secrets, URLs, e-mail addresses -> placeholders.
-4. **Speakers** (``speakers``): authors -> ``speaker_<k>`` by the chosen scheme, and mentions of any
-   author of the same timeline rewritten to the pseudonym (after redaction, so placeholders survive).
-   The names matched are those of *all* input authors of the timeline, bots and dropped
-   conversations included, so no name survives because its owner's messages were dropped.
+4. **Speakers** (``speakers``): authors -> ``speaker_<k>`` by the chosen scheme, and every mention of
+   anyone -- an author of the timeline or not (``@handle``, ``<@ID|Name>``) -- rewritten to a pseudonym
+   (after redaction, so placeholders survive). The names matched bare are those of *all* input authors
+   of the timeline, bots and dropped conversations included, so no name survives because its owner's
+   messages were dropped, plus everyone the timeline's texts mention.
    ``speakers_pseudonymised`` counts distinct original names replaced (as author or mention).
 5. **Renumbering**: ``message_idx`` becomes 0..n-1 per conversation (order kept) and ``reply_to``
    points at the parent's new index; a parent that was dropped -> ``<NA>``.
@@ -38,7 +39,7 @@ import pandas as pd
 from thread_embed_pipeline.schemas import CORPUS_COLUMNS, missing_columns
 from thread_embed_pipeline.text.redact import REDACTION_REASONS, redact_texts
 from thread_embed_pipeline.text.settings import TextSettings
-from thread_embed_pipeline.text.speakers import MentionMatcher, common_words, pseudonymise, timelines
+from thread_embed_pipeline.text.speakers import MentionMatcher, common_words, mentioned_names, pseudonymise, timelines
 
 DROP_REASONS: tuple[str, ...] = ("bot", "short_conversation")
 
@@ -122,13 +123,14 @@ def prepare_text(corpus: pd.DataFrame, settings: TextSettings = TextSettings()) 
         if settings.rewrite_mentions:
             # names of every input author of the timeline (bots and dropped conversations included)
             authors_by_tl = pd.DataFrame({"tl": timeline_all, "author": frame["author"]}).dropna().drop_duplicates()
-            needed = set(timeline)
+            authors = {tl: group["author"].tolist() for tl, group in authors_by_tl.groupby("tl", sort=True)}
+            # everyone the timeline's kept texts mention, participant or not
+            mentioned = {tl: mentioned_names(texts) for tl, texts in pd.Series(kept["text"].to_numpy(), index=timeline).groupby(level=0, sort=True)}
             common = common_words(kept["text"], authors_by_tl["author"].unique())
-            matchers = {
-                tl: MentionMatcher.build(group["author"].tolist(), common)
-                for tl, group in authors_by_tl.groupby("tl", sort=True)
-                if tl in needed
-            }
+            # a name only ever mentioned is a word when the texts use it bare at all often ("@Deleted User" vs "I deleted it")
+            only_mentioned = {n for names in mentioned.values() for n in names} - set(authors_by_tl["author"])
+            mentioned_words = common_words(kept["text"], sorted(only_mentioned), max_addressing_share=float("inf"))
+            matchers = {tl: MentionMatcher.build(authors.get(tl, []), common, mentioned.get(tl, ()), mentioned_words) for tl in sorted(set(timeline))}
         authors, new_texts, mentions, pseudonymised = pseudonymise(kept, timeline, settings.speakers, matchers)
         kept["author"] = pd.Series(authors, dtype=object)
         kept["text"] = pd.Series(new_texts, dtype=object)

@@ -17,26 +17,43 @@ in one thread is the person answering in another. Hence three schemes (``SPEAKER
     appearance being the order (timestamp, NaT last; conversation_id; message_idx). One person keeps
     one pseudonym across every conversation of the log; pseudonyms never carry across logs.
 
-Mentions: with any scheme but ``original`` (and ``rewrite_mentions``), every occurrence in a text of
-the name of an author of the *same timeline* is rewritten to that person's pseudonym in the current
-scope (``alice: ...``, ``alice, ...``, ``@alice``, ``<@alice>``, a bare "thanks alice"). Matching is
-case-insensitive, whole-word, where IRC nick characters ``[A-Za-z0-9_-[]\\^{}|`]`` (and any other
-Unicode word character) count as word characters, so ``alice_`` and ``malice`` are not ``alice``.
-Only names of at least two characters containing a letter are matched (a nick ``42`` would otherwise
-rewrite every number). A name that is also a plain word (:func:`common_words`: an English stop word,
-or a word-shaped nick that the log uses as a word — ``the``, ``my``, ``ubuntu`` in #ubuntu) is
-rewritten only where it addresses someone: ``name:`` or ``name,`` opening a message, ``@name``,
-``<@name>``. Slack-style ``<@U123>`` ids are rewritten when the id is an author of the
-timeline; any other ``<@...>`` becomes ``<@user>``. A mentioned author of the timeline who has not
-spoken in the scope (per_conversation: that conversation; per_timeline: the kept messages of the log)
-gets the next free ``speaker_<k>`` of the scope, in order of first mention, so the original name
-never survives. Placeholders written by redaction (``[URL]``, ``[EMAIL]``, ``[SECRET]``) are never
-rewritten, even when someone's nick is ``url``.
+Mentions: with any scheme but ``original`` (and ``rewrite_mentions``), a mention of *anyone* becomes a
+pseudonym, participant or not:
 
-Matching is one compiled regex per timeline: placeholders, ``<@id>``, the names that contain a
-non-word character (``john.doe``, ``Jane Roe``) as a trie-shaped regex (longest name first), and otherwise a maximal run of word characters
-looked up in a dict of lowercased names (a run *is* a whole-word match, so a dict lookup replaces
-a several-thousand-way alternation for large Slack workspaces).
+* ``@handle`` (any handle: ``@alice``, ``@john.doe``, ``@Bob_42``; a known name with a space, ``@Jane Roe``,
+  whole) -> ``@speaker_<k>``. Generic mentions (:data:`GENERIC_MENTIONS`: ``@here``, ``@everyone``,
+  ``@channel``, ...) and pseudonyms already written stay. An ``@`` after a word character
+  (``root@host``) is not a mention.
+* ``<@ID>``, ``<@!ID>`` (Discord) and ``<@ID|Name>`` (Slack, and how every user-export reader writes a
+  structured mention: a Telegram ``mention_name``, a Matrix pill) -> ``<@speaker_<k>>``; role mentions
+  ``<@&ID>`` stay.
+* the name of an author of the *same timeline*, or of anyone mentioned in it, wherever it appears
+  (``alice: ...``, ``alice, ...``, a bare "thanks alice").
+
+The same person keeps one pseudonym within the scope (per_conversation: the conversation; per_timeline:
+the channel log): an author's mentions take the author's pseudonym, case-insensitively, and the parts of
+``<@U123|Jane Roe>`` (the id and the name) all name one person, so ``<@U123>`` and ``@Jane Roe`` elsewhere
+take the same pseudonym. A mentioned person who has not spoken in the scope gets the next free
+``speaker_<k>``, in order of first mention, so the original name never survives.
+
+Bare (no ``@``) occurrences: matching is case-insensitive, whole-word, where IRC nick characters
+``[A-Za-z0-9_-[]\\^{}|`]`` (and any other Unicode word character) count as word characters, so ``alice_``
+and ``malice`` are not ``alice``. Only names of at least two characters containing a letter are matched
+(a nick ``42`` would otherwise rewrite every number). A name that is also a plain word is rewritten only
+where it addresses someone (``name:`` or ``name,`` opening a message, ``@name``): for authors, an English
+stop word or a word-shaped nick that the log uses as a word (:func:`common_words`: ``the``, ``my``,
+``ubuntu`` in #ubuntu); for people who are only mentioned, a name spelled like a plain word that the texts also use bare
+(:func:`common_words` with no addressing share), or a stop word, is a mention only as ``@name``
+(``@Deleted User``, ``@Python``, ``@no`` must not turn "I deleted it", "python" or "no, ..." into a
+pseudonym), while other names (``walkda``, ``R4BB1T``, ``john.doe``) are rewritten everywhere. A handle
+with no letter or digit (``@_@``) is not a mention. Placeholders written by redaction
+(``[URL]``, ``[EMAIL]``, ``[SECRET]``) are never rewritten, even when someone's nick is ``url``.
+
+Matching is one compiled regex per timeline: placeholders, ``<@id>``, ``@handle`` (known names with a
+non-word character first, as a trie, then any handle), the names that contain a non-word character
+(``john.doe``, ``Jane Roe``) as a trie-shaped regex (longest name first), and otherwise a maximal run of
+word characters looked up in a dict of lowercased names (a run *is* a whole-word match, so a dict lookup
+replaces a several-thousand-way alternation for large Slack workspaces).
 """
 
 from __future__ import annotations
@@ -55,7 +72,14 @@ __all__ = ["timeline_of"]  # re-exported: the text stage's callers group by time
 _WORD = r"\w\-\[\]\\^{}|`"  # \w covers A-Za-z0-9_ and Unicode letters; plus the other IRC nick characters
 _WORD_RUN = re.compile(rf"[{_WORD}]+")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
-UNKNOWN_MENTION = "<@user>"
+# @mentions that address a room, not a person (Slack, Discord, Matrix, Zulip, Mattermost): left as written
+GENERIC_MENTIONS: frozenset[str] = frozenset({"here", "everyone", "channel", "room", "all", "stream", "topic", "group"})
+# what follows "@" in a handle: word characters, then also . - (and a legacy Discord #1234); trailing . - are punctuation
+_HANDLE = r"\w[\w.\-]*(?:#\d{4})?"
+_AT = r"(?<![\w.@])@"  # "root@host", "a@@b" and e-mail-like words are not mentions
+_MENTION_SCAN = re.compile(rf"{_AT}(?P<handle>{_HANDLE})|<@(?P<sid>[^<>&\n][^<>\n]{{0,199}})>")
+_PSEUDONYM = re.compile(r"speaker_\d+")
+_ALNUM = re.compile(r"[^\W_]")
 
 
 def pseudonym(k: int) -> str:
@@ -73,6 +97,37 @@ def mention_key(name: str) -> str | None:
     """The lowercased name under which mentions of ``name`` are matched, or None when it is not matchable."""
     key = name.strip().lower()
     return key if len(key) >= 2 and _HAS_LETTER.search(key) else None
+
+
+def handle_key(handle: str) -> str:
+    """The lowercased key of an ``@handle`` as written (trailing ``.`` / ``-`` are punctuation: ``@Mr.`` -> ``mr``)."""
+    return handle.rstrip(".-").lower()
+
+
+def _id_keys(part: str) -> list[str]:
+    """The keys one part of ``<@...>`` may be known under: as written, and without Discord's ``!`` / a leading ``@``."""
+    key = part.strip().lower()
+    bare = key.lstrip("!@")
+    return [key] if bare == key or not bare else [key, bare]
+
+
+def mentioned_names(texts) -> list[str]:
+    """Every person a text mentions, as written: ``@handle`` handles and each part of ``<@ID|Name>``
+    (generic mentions and pseudonyms left out), in order of first mention."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        if not isinstance(text, str) or "@" not in text:
+            continue
+        for m in _MENTION_SCAN.finditer(text):
+            if m.group("handle") is not None:
+                parts = [m.group("handle").rstrip(".-")]
+            else:
+                parts = [p.strip() for p in m.group("sid").split("|")]
+            for part in parts:
+                key = part.lower().lstrip("!@")
+                if part and _ALNUM.search(key) and key not in GENERIC_MENTIONS and not _PSEUDONYM.fullmatch(key):
+                    seen.setdefault(part.lower(), part)
+    return list(seen.values())
 
 
 def trie_regex(keys) -> str:
@@ -141,29 +196,43 @@ _ADDRESS_END = re.compile(r"\s*[:,]")
 @dataclass
 class MentionMatcher:
     """The mention regex of one timeline and its names (lowercased key -> first-seen spelling);
-    ``addressing_only``: keys that are common words, rewritten only in addressing forms."""
+    ``addressing_only``: keys rewritten only in addressing forms (common words, and plain-word names of
+    people who are only mentioned)."""
 
     pattern: re.Pattern
     names: dict[str, str]
     addressing_only: frozenset[str] = frozenset()
+    at_only: frozenset[str] = frozenset()  # people only mentioned whose name is also a word: only "@name" is a mention
 
     @classmethod
-    def build(cls, authors, common: frozenset[str] = frozenset()) -> MentionMatcher:
+    def build(cls, authors, common: frozenset[str] = frozenset(), mentioned=(), mentioned_words: frozenset[str] = frozenset()) -> MentionMatcher:
+        """``authors``: the timeline's authors; ``mentioned``: the names its texts mention (:func:`mentioned_names`);
+        ``common`` / ``mentioned_words``: the lowercased names used as plain words (:func:`common_words`), of
+        authors and of the people only mentioned."""
         names: dict[str, str] = {}
         for a in authors:
             if isinstance(a, str):
                 key = mention_key(a)
                 if key is not None:
                     names.setdefault(key, a.strip())
+        only_mentioned = set()
+        for m in mentioned:
+            key = mention_key(m) if isinstance(m, str) else None
+            if key is not None and key not in names:
+                names[key] = m.strip()
+                only_mentioned.add(key)
         special = sorted(k for k in names if not _WORD_RUN.fullmatch(k))
+        at_known = rf"(?P<atsp>{trie_regex(special)})(?![{_WORD}])|" if special else "(?P<atsp>(?!))|"  # (?!): never matches
         parts = [
             "(?P<ph>" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")",
-            r"<@(?P<sid>[^<>\s]+)>",
+            r"<@(?P<sid>[^<>&\n][^<>\n]{0,199})>",
+            rf"{_AT}(?:{at_known}(?P<at>{_HANDLE}))",
         ]
         if special:
             parts.append(rf"(?<![{_WORD}])(?P<sp>{trie_regex(special)})(?![{_WORD}])")
         parts.append(rf"(?P<run>[{_WORD}]+)")
-        return cls(re.compile("|".join(parts), re.IGNORECASE), names, frozenset(k for k in names if k in common))
+        words = frozenset(k for k in only_mentioned if k in mentioned_words or k in common)
+        return cls(re.compile("|".join(parts), re.IGNORECASE), names, frozenset(k for k in names if k in common), words)
 
 
 def _addressing(m: re.Match) -> bool:
@@ -192,23 +261,44 @@ class Scope:
             self.mentioned.add(self.matcher.names[key])
         return p
 
+    def _known(self, key: str) -> bool:
+        return key in self.by_key or (self.matcher is not None and key in self.matcher.names)
+
+    def _person(self, keys: list[str]) -> str:
+        """The pseudonym of the person named by any of ``keys`` (all of them name that person from now
+        on); a person known by none of them gets the scope's next free pseudonym."""
+        p = next((self._lookup(k) for k in keys if self._known(k)), None)
+        if p is None:
+            p = pseudonym(self.next_k)
+            self.next_k += 1
+            self.mentioned.add(keys[0])
+        for k in keys:
+            self.by_key.setdefault(k, p)
+        return p
+
     def _replace(self, m: re.Match) -> str:
         if m.group("ph") is not None:
             return m.group(0)
         sid = m.group("sid")
-        if sid is not None:
-            p = None
-            for part in sid.split("|"):  # <@U123> or <@U123|alice>
-                key = part.strip().lower()
-                if key in self.by_key or (self.matcher is not None and key in self.matcher.names):
-                    p = self._lookup(key)
-                    break
+        if sid is not None:  # <@U123>, <@!123>, <@U123|Jane Roe>: every part names the same person
+            keys = [k for part in sid.split("|") for k in _id_keys(part) if k]
+            if any(_PSEUDONYM.fullmatch(k) for k in keys):
+                return m.group(0)
             self.rewritten += 1
-            return f"<@{p}>" if p is not None else UNKNOWN_MENTION
+            return f"<@{self._person(keys)}>"
+        if m.group("atsp") is not None or m.group("at") is not None:
+            handle = m.group("atsp") if m.group("atsp") is not None else m.group("at").rstrip(".-")
+            key = handle.lower()
+            if key in GENERIC_MENTIONS or _PSEUDONYM.fullmatch(key) or not _ALNUM.search(key):  # "@_@" is a face
+                return m.group(0)
+            self.rewritten += 1
+            return "@" + self._person([key]) + m.group(0)[1 + len(handle):]
         text = m.group(0)
         key = text.lower()
-        if key not in self.by_key and (self.matcher is None or key not in self.matcher.names):
+        if mention_key(key) is None or not self._known(key):  # an id like "123" is known as <@123> only
             return text
+        if self.matcher is not None and key in self.matcher.at_only:
+            return text  # "no, ..." is not a mention of someone once called "@no"
         if self.matcher is not None and key in self.matcher.addressing_only and not _addressing(m):
             return text  # a common word used as a word, not as a mention
         self.rewritten += 1
