@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, SPLITS, hash_splits, raw_table
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, CORPUS_SCHEMA, SPLITS, hash_split_array, raw_table
 
 # a "message" longer than this is a paste or a dump, not chat (and would cost a 1 MB tokenisation)
 MAX_MESSAGE_CHARS = 20_000
@@ -108,7 +108,7 @@ def _codes(column) -> tuple[np.ndarray, list]:
     order = np.asarray(pc.sort_indices(values), dtype=np.int64)
     rank = np.empty(len(values), dtype=np.int64)
     rank[order] = np.arange(len(values))
-    return rank[np.asarray(enc.indices, dtype=np.int64)], [values[int(i)].as_py() for i in order]
+    return rank[np.asarray(enc.indices, dtype=np.int64)], values.take(pa.array(order)).to_pylist()
 
 
 def corpus_table(raw: pa.Table | pd.DataFrame, *, source: str, platform: str, split_fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[pa.Table, dict]:
@@ -186,7 +186,7 @@ def corpus_table(raw: pa.Table | pd.DataFrame, *, source: str, platform: str, sp
     need = pc.is_null(split)
     if pc.any(need).as_py():
         needed = pc.dictionary_encode(conv_sorted.filter(need))
-        hashed = pa.array(hash_splits(needed.dictionary.to_pylist(), split_fractions), pa.string()).take(needed.indices)
+        hashed = hash_split_array(needed.dictionary, split_fractions).take(needed.indices)
         split = pc.replace_with_mask(split, need, hashed)
     out = pa.table(
         {

@@ -19,11 +19,11 @@ from thread_embed_pipeline import storage
 from thread_embed_pipeline.evaluation.runner import API_ENVIRONMENT, SECRET_FIELDS
 from thread_embed_pipeline.orchestration.automation import build_upstream_asset
 from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
-from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_external_eval_asset, dev_eval_sets, eval_exports, eval_sets
+from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_eval_sets_assets, build_external_eval_asset, eval_exports
 from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, build_search_index_asset, model_onnx, release_model
-from thread_embed_pipeline.orchestration.disentangle_assets import disentanglement_assets
-from thread_embed_pipeline.orchestration.source_chain import source_chain_assets
-from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_training_pairs_asset, model
+from thread_embed_pipeline.orchestration.disentangle_assets import SOURCE as DISENTANGLER_SOURCE, disentanglement_assets, disentanglement_key
+from thread_embed_pipeline.orchestration.source_chain import LINKING_SCORER, source_chain_assets
+from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_model_asset, build_training_pairs_asset
 from thread_embed_pipeline.orchestration.checks import all_checks
 from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
@@ -31,6 +31,7 @@ from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, E
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
+from thread_embed_pipeline.sources.user import UserSourceSpec, load_user_sources
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -54,6 +55,8 @@ def enabled_streamed_sources(value: str | None = None) -> tuple[str, ...]:
 
 
 OPT_IN = dg.AssetSelection.groups("disentanglement")  # in no job but its own (and all_sources_job)
+# group names a user source may not take
+RESERVED_NAMES = frozenset({"training", "evaluation", "release", "disentanglement", "search_index", *ALL_SOURCES})
 
 
 EXECUTOR_ENV = "THREAD_EMBED_EXECUTOR"
@@ -80,20 +83,42 @@ def select_executor(name: str | None = None) -> tuple[dg.ExecutorDefinition, dg.
 
 
 def build_definitions(
-    external_eval_sets: list[ExternalEvalSet] | None = None, streamed_sources: Sequence[str] | None = None, executor: str | None = None
+    external_eval_sets: list[ExternalEvalSet] | None = None,
+    streamed_sources: Sequence[str] | None = None,
+    executor: str | None = None,
+    user_sources: Sequence[UserSourceSpec] | None = None,
+    mirrored_sources: Sequence[str] | None = None,
 ) -> dg.Definitions:
     """The code location; ``streamed_sources`` (default: from ``THREAD_EMBED_STREAMED_SOURCES``) adds those opt-in
-    chains; ``executor`` (default: from ``THREAD_EMBED_EXECUTOR``) is one of :data:`EXECUTORS`."""
+    chains; ``user_sources`` (default: ``configs/my_sources.yaml``, or ``THREAD_EMBED_USER_SOURCES``) the user's
+    own exports; ``mirrored_sources`` (default: all of ``registry.SOURCES``) the project's public datasets to
+    include (none: a location of the user's own chat only); ``executor`` (default: from ``THREAD_EMBED_EXECUTOR``)
+    is one of :data:`EXECUTORS`."""
     default_executor, parallel_executor = select_executor(executor)
     external_eval_sets = load_external_eval_sets() if external_eval_sets is None else external_eval_sets
     streamed = enabled_streamed_sources() if streamed_sources is None else tuple(streamed_sources)
-    enabled_sources = [*SOURCES, *streamed]
+    user = list(load_user_sources(taken=set(RESERVED_NAMES)) if user_sources is None else user_sources)
+    clash = sorted({u.name for u in user} & RESERVED_NAMES)
+    if clash:
+        raise ValueError(f"user sources {clash} take names of the project's own sources or groups; rename them in the sources file")
+    mirrored = tuple(SOURCES) if mirrored_sources is None else tuple(mirrored_sources)
+    unknown = sorted(set(mirrored) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"mirrored_sources names unknown sources {unknown}; known: {sorted(SOURCES)}")
+    file_sources = [*mirrored, *(u.name for u in user)]  # every source with a text stage: evaluated and indexed
+    platform_of = {**{name: spec.platform for name, spec in ALL_SOURCES.items()}, **{u.name: u.platform for u in user}}
+    enabled_sources = [*file_sources, *streamed]
+    # an export linked by the disentangler reads its features-only scorer: that one asset of the opt-in group rides along
+    linked = [u.name for u in user if u.linker == "disentangler"]
+    if linked and DISENTANGLER_SOURCE not in mirrored:
+        raise ValueError(f"{linked} are linked by the disentangler, which is trained on {DISENTANGLER_SOURCE}'s gold links: keep {DISENTANGLER_SOURCE} among the mirrored sources")
+    linking = dg.AssetSelection.assets(disentanglement_key(LINKING_SCORER)) if linked else dg.AssetSelection.assets()
     # the streamed chains have their own refresh jobs; disentanglement runs only in disentangle_job
-    streamed_chains = dg.AssetSelection.groups(*streamed) | OPT_IN
+    streamed_chains = dg.AssetSelection.groups(*streamed) | (OPT_IN - linking)
     main_job = dg.define_asset_job(
         "thread_embed_job",
-        # the mirrored sources are observed first, so a later refresh compares against this run's files
-        selection=(dg.AssetSelection.all() - streamed_chains) | dg.AssetSelection.assets(*[upstream_key(name) for name in SOURCES]),
+        # the file sources are observed first, so a later refresh compares against this run's files
+        selection=(dg.AssetSelection.all() - streamed_chains) | dg.AssetSelection.assets(*[upstream_key(name) for name in file_sources]),
         tags=TRAINS_TAG,
         description=(
             "The default run: the mirrored sources' raw → corpus → pairs, then eval_sets, training_pairs, model, eval_report. "
@@ -115,7 +140,7 @@ def build_definitions(
             "set execution.config.max_concurrent). For machines with more cores; the other jobs run in-process."
         ),
     )
-    upstream_assets = [build_upstream_asset(ALL_SOURCES[name]) for name in enabled_sources]
+    upstream_assets = [build_upstream_asset(spec) for spec in [*(ALL_SOURCES[name] for name in [*mirrored, *streamed]), *user]]
     observe_sources_job = dg.define_asset_job(
         "observe_sources_job",
         selection=dg.AssetSelection.assets(*[upstream_key(name) for name in enabled_sources]),
@@ -172,21 +197,20 @@ def build_definitions(
     return dg.Definitions(
         assets=[
             *upstream_assets,
-            *source_chain_assets([*SOURCES, *streamed]),
-            eval_sets,
-            dev_eval_sets,
+            *source_chain_assets([*mirrored, *streamed], user),
+            *build_eval_sets_assets(file_sources),
             eval_exports,
             *[build_external_eval_asset(entry) for entry in external_eval_sets],
-            build_training_pairs_asset(streamed),
-            model,
-            build_eval_report_asset(external_eval_sets),
+            build_training_pairs_asset(streamed, user, mirrored),
+            build_model_asset(platform_of),
+            build_eval_report_asset(external_eval_sets, platform_of, [u.name for u in user if u.predicted_labels]),
             model_onnx,
             release_model,
-            # the mirrored sources have a text stage (threads to show); the streamed ones go corpus → pairs
-            *[build_search_index_asset(name) for name in SOURCES],
-            *disentanglement_assets(),
+            # the file sources and exports have a text stage (threads to show); the streamed ones go corpus → pairs
+            *[build_search_index_asset(name) for name in file_sources],
+            *(disentanglement_assets() if DISENTANGLER_SOURCE in mirrored else []),
         ],
-        asset_checks=all_checks(streamed),
+        asset_checks=all_checks(streamed, [u.name for u in user], mirrored),
         resources={
             "io_manager": ParquetIOManager(),
             OPTIONAL_INPUT_LOADER: ParquetIOManager(optional_paths=True),
@@ -201,7 +225,7 @@ def build_definitions(
                 **{name: _secret(variable) if name in SECRET_FIELDS else os.environ.get(variable) for name, variable in API_ENVIRONMENT.items()}
             ),
         },
-        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, disentangle_job, *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, *([disentangle_job] if DISENTANGLER_SOURCE in mirrored else []), *source_chain_jobs],
         schedules=schedules,
         sensors=[automation_sensor],
         executor=default_executor,

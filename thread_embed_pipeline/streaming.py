@@ -141,10 +141,12 @@ def write_raw_stream(
     (``opener(rel)`` opens a data file as a binary stream: ``ResolvedFiles.open``, local or Hub).
 
     Returns ``{"units_read", "units_kept", "read" (raw rows), "kept", "dropped_total",
-    "by_record_type": {...}, "files"}``; units are upstream records (or servers, or files).
+    "by_record_type": {...}, "counts": {...} (what the reader counted besides rows), "files"}``; units are
+    upstream records (or servers, or files).
     """
     units_read = units_kept = rows = 0
     by_type: dict[str, int] = {}
+    counts: dict[str, int] = {}
     progress = _Progress(log, f"raw/{spec.name}")
     with atomic_parquet_writer(out_path, RAW_SCHEMA) as writer:
         pending: list[pa.Table] = []
@@ -152,6 +154,8 @@ def write_raw_stream(
         for piece in spec.pieces(root, files, sampling, batch_rows=batch_rows, opener=opener):
             units_read += piece.units_read
             units_kept += piece.units_kept
+            for key, n in (piece.counts or {}).items():
+                counts[key] = counts.get(key, 0) + int(n)
             table = piece.table
             if table is None:
                 continue
@@ -175,6 +179,7 @@ def write_raw_stream(
         "kept": rows,
         "dropped_total": 0,
         "by_record_type": dict(sorted(by_type.items())),
+        "counts": dict(sorted(counts.items())),
     }
 
 
@@ -219,9 +224,14 @@ def build_corpus_stream(
     platform: str,
     cut_keys: tuple[str, ...] = ("file", "line"),
     batch_rows: int | None = 200_000,
+    link=None,
     log: Log = print,
 ) -> dict:
     """``corpus.corpus_table`` over a raw Parquet file, piece by piece; writes ``out_path``.
+
+    ``link(piece) -> (piece, counts)``, when given, rewrites each raw piece's links first (the
+    disentangler's predicted ``parent_ids`` for a user export without native threads); its counts are
+    summed into ``"linked"``.
 
     ``batch_rows=None``: the whole file is one piece (a file source), so the output is sorted by
     ``conversation_id`` throughout. The file carries pandas metadata, so ``pd.read_parquet`` gives
@@ -234,9 +244,14 @@ def build_corpus_stream(
     dropped = {r: 0 for r in DROP_REASONS}
     messages: dict[str, int] = {}
     conversations: dict[str, int] = {}
+    linked: dict[str, int] = {}
     progress = _Progress(log, f"corpus/{source}")
     with atomic_parquet_writer(out_path, CORPUS_PANDAS_SCHEMA) as writer:
         for piece in _aligned_batches(Path(raw_path), list(cut_keys), batch_rows):
+            if link is not None:
+                piece, link_counts = link(piece)
+                for key, n in link_counts.items():
+                    linked[key] = linked.get(key, 0) + int(n)
             table, acc = corpus_table(piece, source=source, platform=platform)
             table = table.replace_schema_metadata(CORPUS_PANDAS_SCHEMA.metadata)
             read += acc["read"]
@@ -252,7 +267,7 @@ def build_corpus_stream(
             progress.tick(read, "raw rows")
     progress.tick(read, "raw rows", force=True)
     assert read == kept + sum(dropped.values())
-    return {"read": read, "kept": kept, "dropped": dropped, "messages": messages, "conversations": conversations}
+    return {"read": read, "kept": kept, "dropped": dropped, "messages": messages, "conversations": conversations, "linked": linked}
 
 
 def build_pairs_stream(

@@ -25,23 +25,29 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "5",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: every source written by the one raw stream writer, same rows; v5: raw pieces carry reader counts, same rows)
-    "corpus": "4",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder and stream writer for every source; streamed pieces sorted by conversation_id; v4: record types bot/edit/deleted, same rows for the mirrored sources)
-    "text": "3",  # pseudonyms, mentions, redaction, bot and short-conversation drops (v2: schemas.py changed, same rows; v3: a mention of anyone, participant or not, becomes a pseudonym)
-    "pairs": "4",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream; v4: the text stage pseudonymises every mention)
-    "eval_sets": "4",  # (v2: protocols, dev split; v3: schemas.py changed, same rows; v4: the text stage pseudonymises every mention)
+    "raw": "6",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: every source written by the one raw stream writer, same rows; v5: raw pieces carry reader counts, same rows; v6: user exports: sources/user.py and one reader per export format, same rows for the project's sources)
+    "corpus": "5",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder and stream writer for every source; streamed pieces sorted by conversation_id; v4: record types bot/edit/deleted, same rows for the mirrored sources; v5: conversation splits hashed in DuckDB, the same splits; an optional link step)
+    "text": "4",  # pseudonyms, mentions, redaction, bot and short-conversation drops (v2: schemas.py changed, same rows; v3: a mention of anyone, participant or not, becomes a pseudonym; v4: schemas.py changed, same rows)
+    "pairs": "5",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same pairs)
+    "eval_sets": "5",  # (v2: protocols, dev split; v3: schemas.py changed, same rows; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same rows)
     "training_pairs": "2",  # (v2: the span columns travel with each pair)
     "model": "5",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training; v5: launched through Dagster Pipes, DDP with nproc_per_node > 1, the value gains processes / candidates_per_anchor / resumed_from_step; 1 process trains as before)
     "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
     "onnx": "1",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8
-    "search_index": "2",  # search_index/<source>: the threads embedded by the released model (v2: schemas.py changed, same index)
-    "disentanglement": "3",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison (v3: the text stage pseudonymises every mention)
-    "eval_report": "5",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions)
+    "search_index": "3",  # search_index/<source>: the threads embedded by the released model (v2: schemas.py changed, same index; v3: schemas.py changed, same index)
+    "disentanglement": "4",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison (v3: the text stage pseudonymises every mention; v4: link_export_timelines for user exports, same scorer and links)
+    "eval_report": "6",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions; v6: platforms of user sources, the note on predicted labels; same numbers)
 }
+
+# the user-export package: its shared modules and one reader per format (sources/exports/formats.py)
+EXPORT_MODULES = ("tree", "rows", "formats", "slack", "discord", "telegram", "matrix", "zulip", "mattermost", "irc_log")
 
 # The modules (relative to the package) whose code decides what each stage writes.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "raw": ("sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py", "sources/hf_registry.py", "sources/catalog.py", "streaming.py", "schemas.py"),
+    "raw": (
+        "sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py",
+        "sources/hf_registry.py", "sources/catalog.py", "sources/user.py", *(f"sources/exports/{m}.py" for m in EXPORT_MODULES), "streaming.py", "schemas.py",
+    ),
     "corpus": ("corpus.py", "streaming.py", "schemas.py"),
     "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py", "schemas.py"),  # text/audit.py only counts
     "pairs": ("pairs.py", "hard_negatives.py", "streaming.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),

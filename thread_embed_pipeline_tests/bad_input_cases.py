@@ -11,6 +11,8 @@ from pathlib import Path
 
 import zstandard
 
+from .export_bad_cases import export_cases
+
 _CONTEXT = b"[10:00] <ctx> context line\n[10:01] <ctx> context line two\n"  # lines 0-1: before the first annotated line
 _SELF_LINKS = b"".join(f"{i} {i} -\n".encode() for i in range(2, 8))
 
@@ -67,6 +69,7 @@ CASES: dict[str, dict[str, bytes]] = {
     "annot_malformed_line": {"codi-annot/broken.annot": b"T1 0 ann :  hello there\nT1 5 bob :  hi ann\nnot an annot line at all\n"},
     "discord_duplicate_ids": {DISCORD_ARCHIVE: _tar_zst([("./100.json", _ASK + _ANSWER + _ANSWER + _THANKS)])},
     "discord_path_escape": {DISCORD_ARCHIVE: _tar_zst([("./100.json", _ASK), ("../../escape.json", _ANSWER)])},
+    **export_cases(),  # one module per user-export format (export_bad_cases/)
 }
 
 

@@ -46,7 +46,7 @@ def test_disentanglement_has_its_own_job_and_stays_out_of_the_main_one():
     assert graph.get(dg.AssetKey(["disentanglement", "comparison"])).parent_keys == {dg.AssetKey(["irc_disentangle", "raw"]), *(dg.AssetKey(v.split("/")) for v in variants)}
 
 
-RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "external_eval_sets.yaml")
+RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name not in ("external_eval_sets.yaml", "my_sources.yaml"))  # those two are lists, not run configs
 
 
 @pytest.mark.parametrize("config_file", RUN_CONFIGS, ids=lambda p: p.name)
@@ -80,6 +80,9 @@ def test_external_eval_registry_parses_and_rejects_bad_entries(tmp_path):
     from thread_embed_pipeline.external_eval_registry import load_external_eval_sets
 
     assert load_external_eval_sets(ROOT / "configs" / "external_eval_sets.yaml") == []
+    from thread_embed_pipeline.sources.user import load_user_sources
+
+    assert load_user_sources(ROOT / "configs" / "my_sources.yaml") == []  # the committed list declares none: the default graph is the project's
     good = tmp_path / "ok.yaml"
     good.write_text("external_eval_sets:\n  - {name: chat_pools, path: some/pools.jsonl}\n  - {name: abs, path: /x/beir}\n")
     sets = load_external_eval_sets(good)

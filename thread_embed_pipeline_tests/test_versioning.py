@@ -44,3 +44,10 @@ def test_a_code_change_without_a_bump_is_caught_and_cannot_be_recorded(tmp_path)
     record.write_text(json.dumps(bumped))
     assert "corpus" in stale_code_versions(bumped)[0] and "not recorded yet" in stale_code_versions(bumped)[0]
     assert record_code_versions(record)["corpus"]["sha256"] == stage_code_hash("corpus")
+
+
+def test_the_raw_stage_code_lists_every_export_reader():
+    from thread_embed_pipeline.sources.exports import FORMATS
+    from thread_embed_pipeline.versioning import EXPORT_MODULES
+
+    assert set(EXPORT_MODULES) == {"tree", "rows", "formats"} | {f.module for f in FORMATS.values()}

@@ -199,10 +199,11 @@ def model_specs(model_summary: Mapping, *, include_base: bool, extra_models: Seq
     return specs
 
 
-def label_results(results: pd.DataFrame, training_platforms: Sequence[str]) -> pd.DataFrame:
-    """Add ``platform`` (of the eval source), ``seen_in_training`` and ``protocol`` (how speakers are
-    written in the own sets); all three are None/False for external sets."""
-    platform_of = {name: spec.platform for name, spec in SOURCES.items()}
+def label_results(results: pd.DataFrame, training_platforms: Sequence[str], platform_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Add ``platform`` (of the eval source; ``platform_of``: source -> platform, default the mirrored
+    sources'), ``seen_in_training`` and ``protocol`` (how speakers are written in the own sets); all three
+    are None/False for external sets."""
+    platform_of = platform_of if platform_of is not None else {name: spec.platform for name, spec in SOURCES.items()}
     out = results.copy()
     out["platform"] = out["source"].map(platform_of)
     out["seen_in_training"] = out["platform"].isin(list(training_platforms)) & out["platform"].notna()

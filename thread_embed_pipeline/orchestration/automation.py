@@ -48,7 +48,13 @@ def versioned_output(value) -> dg.Output:
 
 
 def observe_source(spec: Source, chat_sources: ChatSourcesResource) -> tuple[str, dict]:
-    """(data version, metadata) of a source as it is now, without parsing it."""
+    """(data version, metadata) of a source as it is now, without parsing it. A user export is hashed by
+    content (``ExportTree.fingerprint``): a re-export with the same messages keeps its version."""
+    if spec.kind == "export":
+        if not spec.path.exists():
+            return f"missing:{spec.path}", {"origin": "user export", "note": f"the export {spec.path} does not exist"}
+        digest, stats = spec.tree().fingerprint()
+        return digest, {"origin": "user export", "files": stats["files"], "bytes": stats["bytes"], "missing": 0, "revision": f"{spec.format} ({stats['kind']})"}
     mirror = chat_sources.mirror_path()
     if mirror is None:
         return spec.upstream_ref, {"origin": spec.origin_without_mirror}
@@ -62,8 +68,9 @@ def observe_source(spec: Source, chat_sources: ChatSourcesResource) -> tuple[str
 
 def observation_metadata(version: str, meta: dict) -> dict:
     """What an observation shows on the ``<source>/upstream`` page: origin, files, bytes, newest mtime, revision."""
-    out: dict = {"origin": meta.get("origin", "unknown"), "data_version": version[:16] if meta.get("origin") == "mirror" else version}
-    if meta.get("origin") != "mirror" or "files" not in meta:
+    hashed = meta.get("origin") in ("mirror", "user export")
+    out: dict = {"origin": meta.get("origin", "unknown"), "data_version": version[:16] if hashed else version}
+    if not hashed or "files" not in meta:
         if "note" in meta:
             out["note"] = meta["note"]
         if "@" in version:
@@ -79,7 +86,11 @@ def build_upstream_asset(spec: Source) -> dg.SourceAsset:
     @dg.observable_source_asset(
         key=upstream_key(spec.name),
         group_name=spec.name,
-        description=f"The files of {spec.name} as they are upstream / in the mirror; observing hashes their paths, sizes and mtimes.",
+        description=(
+            f"Your export {spec.upstream_ref}; observing hashes its content (a re-export with the same messages changes nothing)."
+            if spec.kind == "export"
+            else f"The files of {spec.name} as they are upstream / in the mirror; observing hashes their paths, sizes and mtimes."
+        ),
     )
     def upstream(context, chat_sources: ChatSourcesResource) -> dg.ObserveResult:
         version, meta = observe_source(spec, chat_sources)

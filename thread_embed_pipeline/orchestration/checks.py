@@ -200,7 +200,8 @@ def model_at_least_as_good_as_base_on_dev(context, trainer: TrainerResource, mod
 
 
 
-def all_checks(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> list[dg.AssetChecksDefinition]:
-    per_source = [check for name in SOURCES for check in (_corpus_check(name, pd.DataFrame), _text_check(name), _pairs_check(name))]
+def all_checks(streamed_sources: Sequence[str] = tuple(HF_SOURCES), user_sources: Sequence[str] = (), mirrored_sources: Sequence[str] = tuple(SOURCES)) -> list[dg.AssetChecksDefinition]:
+    """Every check: per source (the mirrored ones, the user's exports, the enabled streamed ones), then the graph's."""
+    per_source = [check for name in [*mirrored_sources, *user_sources] for check in (_corpus_check(name, pd.DataFrame), _text_check(name), _pairs_check(name))]
     per_source += [check for name in streamed_sources for check in (_corpus_check(name, Path), _pairs_check(name))]
     return [*per_source, eval_exports_hold_no_original_handles, training_pairs_do_not_leak_eval_data, training_pairs_sane, model_at_least_as_good_as_base_on_dev]

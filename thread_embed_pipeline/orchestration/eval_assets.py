@@ -1,5 +1,6 @@
 """eval_sets, external eval sets, exports, and eval_report (every model × eval set × task × dim, with CIs)."""
 
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import dagster as dg
@@ -72,10 +73,10 @@ class EvalReportConfig(dg.Config):
     use_embedding_cache: bool = True
 
 
-def _build_eval_sets_asset(name: str, split: str, config_type: type[EvalSetsConfig], description: str) -> dg.AssetsDefinition:
+def _build_eval_sets_asset(name: str, split: str, config_type: type[EvalSetsConfig], description: str, sources: Sequence[str] = tuple(SOURCES)) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
-        ins={f"corpus_{source}": dg.AssetIn(corpus_key(source)) for source in SOURCES},
+        ins={f"corpus_{source}": dg.AssetIn(corpus_key(source)) for source in sources},
         group_name="evaluation",
         kinds={"parquet"},
         code_version=code_version("eval_sets"),
@@ -98,19 +99,27 @@ def _build_eval_sets_asset(name: str, split: str, config_type: type[EvalSetsConf
     return _eval_sets
 
 
-eval_sets = _build_eval_sets_asset(
-    "eval_sets",
-    "test",
-    EvalSetsConfig,
-    "Thread, response and concurrent-thread retrieval queries, documents and pools from the held-out **test** conversations of every source, "
-    "in each protocol: `threadembed` (pseudonymised speakers, the default and the only exported form) and `threadembed-names_visible`.",
-)
-dev_eval_sets = _build_eval_sets_asset(
-    "dev_eval_sets",
-    "dev",
-    DevEvalSetsConfig,
-    "The same protocols and tasks on the **dev** conversations: hybrid weights and the model-vs-base check are chosen here, never on test.",
-)
+def build_eval_sets_assets(sources: Sequence[str] = tuple(SOURCES)) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """``eval_sets`` (test) and ``dev_eval_sets`` (dev) over the corpora of ``sources`` (the mirrored ones and the user's exports)."""
+    test = _build_eval_sets_asset(
+        "eval_sets",
+        "test",
+        EvalSetsConfig,
+        "Thread, response and concurrent-thread retrieval queries, documents and pools from the held-out **test** conversations of every source, "
+        "in each protocol: `threadembed` (pseudonymised speakers, the default and the only exported form) and `threadembed-names_visible`.",
+        sources,
+    )
+    dev = _build_eval_sets_asset(
+        "dev_eval_sets",
+        "dev",
+        DevEvalSetsConfig,
+        "The same protocols and tasks on the **dev** conversations: hybrid weights and the model-vs-base check are chosen here, never on test.",
+        sources,
+    )
+    return test, dev
+
+
+eval_sets, dev_eval_sets = build_eval_sets_assets()
 
 
 def _eval_set_metadata(frame: pd.DataFrame, notes: list[str]) -> dict:
@@ -171,8 +180,12 @@ def eval_exports(context: dg.AssetExecutionContext, eval_sets: pd.DataFrame) -> 
     )
 
 
-def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDefinition:
+def build_eval_report_asset(external_sets: list[ExternalEvalSet], platforms: Mapping[str, str] | None = None, predicted_labels: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """``eval_report`` over the own sets and ``external_sets``; ``platforms``: source -> platform (default: the
+    mirrored sources'); ``predicted_labels``: sources whose conversations the disentangler made (said in the report)."""
     external_ins = {f"external_{e.name}": dg.AssetIn(external_eval_key(e.name)) for e in external_sets}
+    platform_of = dict(platforms) if platforms is not None else {name: spec.platform for name, spec in SOURCES.items()}
+    label_notes = [f"{name}: conversation labels are predicted by the project's disentangler (an IRC log has no native threads), not native" for name in predicted_labels]
 
     @dg.asset(
         ins={"eval_sets": dg.AssetIn("eval_sets"), "dev_eval_sets": dg.AssetIn("dev_eval_sets"), "model": dg.AssetIn("model"), "model_onnx": dg.AssetIn("model_onnx"), **external_ins},
@@ -214,13 +227,13 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet]) -> dg.AssetsDe
             include_bm25=config.include_bm25,
             hybrid_with=["base", "fine_tuned"] if config.hybrid else [],
             dev_sets=dev_eval_sets,
-            notes=[f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *skipped],
+            notes=[f"platforms seen in training: {', '.join(platforms) or 'unknown'} (column seen_in_training)", *label_notes, *skipped],
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             precisions={"fine_tuned": check_precisions(config.embedding_precisions)},
             log=context.log.info,
         )
-        outputs.results = label_results(outputs.results, platforms)
+        outputs.results = label_results(outputs.results, platforms, platform_of)
         published = publish_report(outputs, model, storage.data_dir() / "reports")
         replace_tables(storage.data_dir() / WAREHOUSE_FILE, {"eval_results": outputs.results, "eval_comparisons": outputs.comparisons, "eval_per_query": outputs.per_query, "eval_fusion": outputs.fusion})
         context.add_output_metadata(_report_metadata(outputs, published, platforms=platforms, skipped=skipped))

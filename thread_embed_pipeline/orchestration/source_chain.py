@@ -22,6 +22,8 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
+from thread_embed_pipeline import storage
+from thread_embed_pipeline.disentangle import DisentangleScorer, link_export_timelines
 from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key, raw_key, text_key, upstream_key
 from thread_embed_pipeline.orchestration.metadata import accounting_metadata, table_md
@@ -113,7 +115,8 @@ def pair_builder_settings(config: PairsConfig, **overrides) -> PairBuilderSettin
 
 
 def raw_metadata(spec: Source, stats: dict, origin: dict) -> dict:
-    """Files, rows by record type, and where the bytes came from (plus the dataset and sampling of a streamed source)."""
+    """Files, rows by record type, and where the bytes came from (plus the dataset and sampling of a streamed
+    source, and what a user export's reader counted: ``export/<what>``)."""
     return {
         **origin,
         "files": stats["files"],
@@ -121,12 +124,15 @@ def raw_metadata(spec: Source, stats: dict, origin: dict) -> dict:
         "kept": stats["kept"],
         "dropped_total": 0,
         **{f"record_type/{k}": int(v) for k, v in sorted(stats["by_record_type"].items())},
+        **{f"export/{k}": int(v) for k, v in sorted(stats.get("counts", {}).items())},
     }
 
 
 def corpus_metadata(accounting: dict, path: Path) -> dict:
-    """Row accounting, messages and conversations per split, and a preview of the first rows."""
+    """Row accounting, messages and conversations per split, the disentangler's links (``linked/<what>``,
+    a user export without native threads), and a preview of the first rows."""
     meta = accounting_metadata(accounting)
+    meta.update({k: int(v) for k, v in sorted(accounting.get("linked", {}).items())})
     meta.update({f"messages/{k}": int(v) for k, v in sorted(accounting["messages"].items())})
     meta.update({f"conversations/{k}": int(v) for k, v in sorted(accounting["conversations"].items())})
     head = next(pq.ParquetFile(path).iter_batches(batch_size=20, columns=["conversation_id", "message_idx", "author", "text", "split"]), None)
@@ -170,10 +176,11 @@ _KEYS = {"raw": raw_key, "corpus": corpus_key, "text": text_key, "pairs": pairs_
 STAGE_TAG = "thread_embed/stage"
 
 
-def _chain_asset(spec: Source, stage: str, *, description: str, reads: tuple[str, str] | None = None, kinds=frozenset({"parquet"}), automation=UPDATE_ON_CHANGE):
+def _chain_asset(spec: Source, stage: str, *, description: str, reads: tuple[str, str] | None = None, deps=(), kinds=frozenset({"parquet"}), automation=UPDATE_ON_CHANGE):
     """The ``dg.asset`` decorator of one stage of ``spec``'s chain: key ``<source>/<stage>``, the source's
-    group, the stage's code version. ``reads``: (parameter name, upstream stage); None (raw): the observed source."""
-    wiring = {"ins": {reads[0]: dg.AssetIn(_KEYS[reads[1]](spec.name))}} if reads else {"deps": [upstream_key(spec.name)]}
+    group, the stage's code version. ``reads``: (parameter name, upstream stage); None (raw): the observed source.
+    ``deps``: further upstream assets it reads from disk (the disentangler's scorer)."""
+    wiring = {"ins": {reads[0]: dg.AssetIn(_KEYS[reads[1]](spec.name))}, "deps": list(deps)} if reads else {"deps": [upstream_key(spec.name), *deps]}
     return dg.asset(
         key=_KEYS[stage](spec.name),
         group_name=spec.name,
@@ -223,11 +230,26 @@ def _streamed_raw(spec: Source, chat_sources: ChatSourcesResource, out: Path, lo
     return {"stats": stats, "origin": origin}
 
 
+def _export_raw(spec: Source, chat_sources: ChatSourcesResource, out: Path, log) -> dict:
+    """A user export's raw stream: its format's reader over the declared file, zip or folder."""
+    tree = spec.tree()
+    log(f"reading {spec.name}: a {spec.format} export at {spec.path} ({tree.kind}, {len(tree.files())} files)")
+    stats = write_raw_stream(spec, spec.path, [], Sampling(), out, log=log)
+    if stats["read"] == 0:
+        raise SourceDataError(f"{spec.path}: the export holds no messages ({spec.export_format.summary})")
+    version, info = tree.fingerprint()
+    origin = {"origin": "user export", "format": spec.format, "path": str(spec.path), "export_sha256": version[:16], "export_bytes": info["bytes"], "threads": spec.linker}
+    return {"stats": {**stats, "files": info["files"]}, "origin": origin}
+
+
+_RAW_READERS = {"mirror": _file_raw, "export": _export_raw}
+
+
 def _raw_asset(spec: Source) -> dg.AssetsDefinition:
     def body(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource, config=None) -> dg.Output[Path]:
         out = _staging(chat_sources) / f"raw__{spec.name}.parquet"
         try:
-            got = _streamed_raw(spec, chat_sources, out, context.log.info, config) if spec.streamed else _file_raw(spec, chat_sources, out, context.log.info)
+            got = _streamed_raw(spec, chat_sources, out, context.log.info, config) if spec.streamed else _RAW_READERS[spec.kind](spec, chat_sources, out, context.log.info)
         except SourceDataError as err:
             raise _failure(spec, err) from err
         context.add_output_metadata(raw_metadata(spec, got["stats"], got["origin"]))
@@ -250,17 +272,41 @@ def _raw_asset(spec: Source) -> dg.AssetsDefinition:
             return body(context, chat_sources)
 
         description = f"Every input line/message of {spec.name} ({spec.description}), with file and line."
+        if spec.kind == "export":
+            description = f"Every message, system event, bot post, edit and deletion of {spec.name} ({spec.description}), with its channel and line."
     # a streamed source is opt-in (its mirror folder or the Hub must be there): refreshed by its job
     return _chain_asset(
         spec, "raw", description=description, kinds={"parquet", "huggingface"} if spec.streamed else {"parquet"}, automation=None if spec.streamed else UPDATE_ON_CHANGE
     )(raw)
 
 
+# the disentangler a user export without native threads is linked with (no embeddings: the model trains on its pairs)
+LINKING_SCORER = "features_only"
+
+
+def _linker(spec: Source, log):
+    """None, or the disentangler's link step for ``spec``'s raw pieces (``link_unthreaded`` / an IRC log)."""
+    if spec.linker != "disentangler":
+        return None
+    folder = storage.data_dir() / "disentanglement" / LINKING_SCORER
+    try:
+        scorer = DisentangleScorer.load(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise dg.Failure(description=f"{spec.name} is linked by the disentangler: {err} (thread_embed_job builds it before {spec.name}/corpus; "
+                         f"or run `dagster asset materialize -m thread_embed_pipeline.definitions --select 'disentanglement/{LINKING_SCORER}'`)") from None
+    only_unthreaded = not spec.predicted_labels
+    return lambda piece: link_export_timelines(piece, scorer, unthreaded_only=only_unthreaded, log=log)
+
+
 def _corpus_asset(spec: Source) -> dg.AssetsDefinition:
-    @_chain_asset(spec, "corpus", reads=("raw", "raw"), description=f"Messages of {spec.name} grouped into conversations, with a deterministic train/dev/test split.")
+    linked = spec.linker == "disentangler"
+    note = " Conversations are linked by the project's disentangler (predicted labels, not native)." if linked else ""
+
+    @_chain_asset(spec, "corpus", reads=("raw", "raw"), deps=[dg.AssetKey(["disentanglement", LINKING_SCORER])] if linked else (),
+                  description=f"Messages of {spec.name} grouped into conversations, with a deterministic train/dev/test split.{note}")
     def corpus(context: dg.AssetExecutionContext, chat_sources: ChatSourcesResource, raw: Path) -> dg.Output[Path]:
         out = _staging(chat_sources) / f"corpus__{spec.name}.parquet"
-        acc = build_corpus_stream(raw, out, source=spec.name, platform=spec.platform, cut_keys=spec.corpus_cut_keys, batch_rows=spec.piece_rows, log=context.log.info)
+        acc = build_corpus_stream(raw, out, source=spec.name, platform=spec.platform, cut_keys=spec.corpus_cut_keys, batch_rows=spec.piece_rows, link=_linker(spec, context.log.info), log=context.log.info)
         if acc["kept"] == 0:
             raise dg.Failure(description=f"{spec.name}: no message survived the corpus stage ({accounting_metadata(acc)})")
         context.add_output_metadata(corpus_metadata(acc, out))
@@ -328,6 +374,6 @@ def build_source_chain(spec: Source) -> list[dg.AssetsDefinition]:
     return [_raw_asset(spec), _corpus_asset(spec), *([] if spec.streamed else [_text_asset(spec)]), _pairs_asset(spec)]
 
 
-def source_chain_assets(names: Sequence[str]) -> list[dg.AssetsDefinition]:
-    """The chains of the named sources, in registry order."""
-    return [a for name, spec in ALL_SOURCES.items() if name in set(names) for a in build_source_chain(spec)]
+def source_chain_assets(names: Sequence[str], user_sources: Sequence[Source] = ()) -> list[dg.AssetsDefinition]:
+    """The chains of the named sources, in registry order, then those of the user's declared exports."""
+    return [a for name, spec in ALL_SOURCES.items() if name in set(names) for a in build_source_chain(spec)] + [a for spec in user_sources for a in build_source_chain(spec)]

@@ -3,6 +3,7 @@
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Optional, Sequence
 
 import dagster as dg
@@ -17,7 +18,7 @@ from thread_embed_pipeline.orchestration.keys import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
 from thread_embed_pipeline.pairs import select_training_pairs
 from thread_embed_pipeline.orchestration.resources import TrainerResource
-from thread_embed_pipeline.sources.catalog import ALL_SOURCES
+from thread_embed_pipeline.sources.catalog import ALL_SOURCES, Source
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.launch_training import RESULT_KEY, launch_command, launch_environment, result_from_json, write_launch_files
@@ -134,15 +135,17 @@ def model_metadata(summary: dict, loss_history: list[dict], settings: TrainingSe
     }
 
 
-def build_training_pairs_asset(streamed_sources: Sequence[str] = tuple(HF_SOURCES)) -> dg.AssetsDefinition:
-    """``training_pairs`` over the mirrored sources and the streamed sources enabled in this code
-    location (``definitions.enabled_streamed_sources``); the streamed inputs are optional."""
+def build_training_pairs_asset(streamed_sources: Sequence[str] = tuple(HF_SOURCES), user_sources: Sequence[Source] = (), mirrored_sources: Sequence[str] = tuple(SOURCES)) -> dg.AssetsDefinition:
+    """``training_pairs`` over the mirrored sources, the streamed sources enabled in this code location
+    (``definitions.enabled_streamed_sources``; optional inputs) and the user's exports declared with
+    ``train: true``."""
     streamed_sources = tuple(streamed_sources)
+    trained = {spec.name: spec for spec in user_sources if spec.train}
 
     @dg.asset(
         name="training_pairs",
         ins={
-            **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in SOURCES},
+            **{f"pairs_{name}": dg.AssetIn(pairs_key(name)) for name in [*mirrored_sources, *trained]},
             **{f"pairs_{name}": dg.AssetIn(pairs_key(name), input_manager_key=OPTIONAL_INPUT_LOADER) for name in streamed_sources},
             "eval_sets": dg.AssetIn("eval_sets"),
         },
@@ -153,12 +156,12 @@ def build_training_pairs_asset(streamed_sources: Sequence[str] = tuple(HF_SOURCE
         description="Train-split pairs of every source, minus anything that touches an eval conversation or text, de-duplicated and sampled to a budget.",
     )
     def training_pairs(context: dg.AssetExecutionContext, config: TrainingPairsConfig, eval_sets: pd.DataFrame, **pairs_by_source) -> dg.Output[pd.DataFrame]:
-        return _training_pairs(context, config, eval_sets, streamed_sources, pairs_by_source)
+        return _training_pairs(context, config, eval_sets, streamed_sources, pairs_by_source, trained)
 
     return training_pairs
 
 
-def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFrame, enabled: tuple[str, ...], pairs_by_source: dict) -> dg.Output[pd.DataFrame]:
+def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFrame, enabled: tuple[str, ...], pairs_by_source: dict, user: Mapping[str, Source] = {}) -> dg.Output[pd.DataFrame]:
     unknown_streamed = set(config.streamed_sources) - set(HF_SOURCES)
     if unknown_streamed:
         raise dg.Failure(description=f"streamed_sources has unknown names {sorted(unknown_streamed)}; streamed sources: {sorted(HF_SOURCES)}")
@@ -170,8 +173,11 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
         )
     frames = []
     streamed_meta: dict = {}
-    for name, spec in ALL_SOURCES.items():
+    specs = {**ALL_SOURCES, **user}
+    for name, spec in specs.items():
         frame = pairs_by_source.get(f"pairs_{name}")
+        if not spec.streamed and frame is None:
+            continue  # not in this code location, or an export declared with train: false
         if spec.streamed:
             if name not in enabled:
                 continue
@@ -187,11 +193,11 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
             streamed_meta[f"streamed/{name}"] = f"{len(frame)} pairs"
         frames.append(frame)
     merged = pd.concat(frames, ignore_index=True)
-    platforms = {spec.platform for spec in ALL_SOURCES.values()}
+    platforms = {spec.platform for spec in specs.values()}
     unknown = set(config.exclude_platforms) - platforms
     if unknown:
         raise dg.Failure(description=f"exclude_platforms has unknown platforms {sorted(unknown)}; known: {sorted(platforms)}")
-    excluded = {name for name, spec in ALL_SOURCES.items() if spec.platform in config.exclude_platforms}
+    excluded = {name for name, spec in specs.items() if spec.platform in config.exclude_platforms}
     selected_streamed = set(config.streamed_sources) - excluded
     selected, stats = select_training_pairs(
         merged,
@@ -219,28 +225,35 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
     return versioned_output(selected)
 
 
-@dg.asset(
-    group_name="training",
-    kinds={"pytorch"},
-    code_version=code_version("model"),
-    automation_condition=UPDATE_ON_CHANGE,
-    description="A sentence-transformers checkpoint (safetensors) trained with MatryoshkaLoss(MultipleNegativesRankingLoss).",
-)
-def model(
-    context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, pipes_subprocess_client: dg.PipesSubprocessClient, training_pairs: pd.DataFrame
-) -> dg.Output[dict]:
-    trainer.apply_environment()
-    settings = config.settings()
-    output_dir = trainer.models_path() / config.model_name
-    result = _launch_training(context, pipes_subprocess_client, training_pairs, settings, output_dir, config, trainer.device)
-    summary = _model_summary(result, config, settings, training_pairs, output_dir)
-    context.add_output_metadata(model_metadata(summary, result.loss_history, settings, output_dir))
-    # the data version is the trained weights' hash, not the summary (which holds timings)
-    weights = sorted(output_dir.glob("*.safetensors"))
-    return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))
+def build_model_asset(platforms: Mapping[str, str] | None = None) -> dg.AssetsDefinition:
+    """``model``; ``platforms`` (source -> platform; default: the project's own sources) names the platforms it trains on."""
+    platform_of = dict(platforms) if platforms is not None else {name: spec.platform for name, spec in ALL_SOURCES.items()}
+
+    @dg.asset(
+        name="model",
+        group_name="training",
+        kinds={"pytorch"},
+        code_version=code_version("model"),
+        automation_condition=UPDATE_ON_CHANGE,
+        description="A sentence-transformers checkpoint (safetensors) trained with MatryoshkaLoss(MultipleNegativesRankingLoss).",
+    )
+    def model(
+        context: dg.AssetExecutionContext, config: ModelConfig, trainer: TrainerResource, pipes_subprocess_client: dg.PipesSubprocessClient, training_pairs: pd.DataFrame
+    ) -> dg.Output[dict]:
+        trainer.apply_environment()
+        settings = config.settings()
+        output_dir = trainer.models_path() / config.model_name
+        result = _launch_training(context, pipes_subprocess_client, training_pairs, settings, output_dir, config, trainer.device)
+        summary = _model_summary(result, config, settings, training_pairs, output_dir, platform_of)
+        context.add_output_metadata(model_metadata(summary, result.loss_history, settings, output_dir))
+        # the data version is the trained weights' hash, not the summary (which holds timings)
+        weights = sorted(output_dir.glob("*.safetensors"))
+        return dg.Output(summary, data_version=dg.DataVersion(files_content_fingerprint(weights)))
+
+    return model
 
 
-def _model_summary(result: TrainingResult, config: ModelConfig, settings: TrainingSettings, training_pairs: pd.DataFrame, output_dir) -> dict:
+def _model_summary(result: TrainingResult, config: ModelConfig, settings: TrainingSettings, training_pairs: pd.DataFrame, output_dir, platform_of: Mapping[str, str]) -> dict:
     """The ``model`` asset's value: where the checkpoint is, how it was trained, what it was offered."""
     return {
         "checkpoint_dir": str(output_dir),
@@ -264,7 +277,7 @@ def _model_summary(result: TrainingResult, config: ModelConfig, settings: Traini
         # the pairs offered to training; with a time budget only `train_pairs` of them were trained
         "pairs_by_strategy": training_pairs["strategy"].value_counts().sort_index().to_dict(),
         "pairs_by_source": training_pairs["source"].value_counts().sort_index().to_dict(),
-        "training_platforms": sorted({ALL_SOURCES[s].platform for s in training_pairs["source"].unique() if s in ALL_SOURCES}),
+        "training_platforms": sorted({platform_of[s] for s in training_pairs["source"].unique() if s in platform_of}),
     }
 
 
@@ -287,3 +300,4 @@ def _launch_training(context, client: dg.PipesSubprocessClient, pairs: pd.DataFr
 
 
 training_pairs = build_training_pairs_asset()
+model = build_model_asset()

@@ -1,11 +1,14 @@
 """Every source of the project, and the one interface a source spec has.
 
-There are two ways bytes become raw rows, so two spec dataclasses implement :class:`Source`:
+There are three ways bytes become raw rows, so three spec dataclasses implement :class:`Source`:
 
 * ``registry.SourceSpec``: a file source, a manifest of upstream files parsed whole (a stream of
   one piece). These are the default graph's sources (``registry.SOURCES``).
 * ``hf_registry.HfSourceSpec``: a Hugging Face dataset, read in record batches, sampled, out of core
   (``hf_registry.HF_SOURCES``; opt-in in the code location).
+* ``user.UserSourceSpec``: the user's own chat export, declared in ``configs/my_sources.yaml`` and read
+  by its format's reader (``exports/``), a piece per channel or group of channels. They are loaded with the
+  code location (``user.load_user_sources``), not listed here.
 
 Everything downstream (the chain factory ``orchestration.source_chain``, automation, checks, the
 stream writers) takes a :class:`Source` and never asks which kind it has beyond ``streamed``.
@@ -29,11 +32,14 @@ class Source(Protocol):
     """What every source spec answers."""
 
     name: str
-    platform: str  # "irc" | "slack" | "discord"
+    platform: str  # "irc" | "slack" | "discord" (mirrored); also "telegram", "matrix", "zulip", "mattermost" (user exports)
     mirror_subdir: str  # the source's folder inside the mirror / download cache
     description: str
     license: str
-    streamed: bool  # sampled and out of core, opt-in (a Hub dataset); False: a file source
+    kind: str  # "mirror" (manifest files), "hub" (a Hugging Face dataset, streamed), "export" (a user's own export)
+    streamed: bool  # sampled and out of core, opt-in (a Hub dataset); False: a file source or an export
+    linker: str  # "native": conversations as upstream labels them; "disentangler": (some) links predicted in the corpus stage
+    predicted_labels: bool  # every conversation label is predicted (an IRC log export)
     origin_without_mirror: str  # how its data version is known when no mirror is set
     piece_rows: int | None  # corpus and pairs are built this many rows at a time; None: one piece
     corpus_cut_keys: tuple[str, ...]  # raw columns a corpus piece never splits

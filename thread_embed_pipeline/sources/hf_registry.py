@@ -65,6 +65,9 @@ class HfSourceSpec:
     batch_rows: int = 20_000
 
     # -- what every source spec answers (``sources.catalog.Source``) -----------------------------
+    kind = "hub"
+    linker = "native"  # conversations as upstream labels them
+    predicted_labels = False
     streamed = True
     origin_without_mirror = "hub, pinned revision"
 

@@ -64,6 +64,9 @@ class SourceSpec:
         return self.parse(Path(root), self.file_paths)
 
     # -- what every source spec answers (``sources.catalog.Source``) -----------------------------
+    kind = "mirror"
+    linker = "native"  # conversations as upstream labels them
+    predicted_labels = False
     streamed = False
     origin_without_mirror = "download, pinned commit"
     piece_rows = None  # one piece: conversations (IRC link components) may span a whole file

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from thread_embed_pipeline.text.speakers import GENERIC_MENTIONS
 
-_HANDLE = re.compile(r"(?:<@!?|(?<![\w.@])@)(\w[\w.\-]*)")  # "<@!": a Discord <@!id>
+_HANDLE = re.compile(r"(?:<@[!@]?|(?<![\w.@])@)(\w[\w.\-]*)")  # "<@!": a Discord <@!id>; "<@@": a Matrix id in a mention
 _PSEUDONYM = re.compile(r"speaker_\d+")
 _ALNUM = re.compile(r"[^\W_]")  # "@_@" is a face, not a handle
 
