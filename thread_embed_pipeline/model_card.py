@@ -47,13 +47,16 @@ LIMITATIONS = """\
 USAGE = """\
 ```python
 from thread_embed_pipeline.search import HybridRetriever
-from thread_embed_pipeline.schemas import format_window
+from thread_embed_pipeline.schemas import format_message
 
-retriever = HybridRetriever.from_checkpoint("{checkpoint}")   # weight and dim from hybrid_retriever.json
-threads = [format_window(["speaker_1", "speaker_2"], ["grub fails after the upgrade", "reinstall grub-pc"]), ...]
-retriever.index(threads)
-retriever.search("speaker_3: grub error 17 after upgrading?", k=5)      # [(thread index, score), ...]
+retriever = HybridRetriever.from_checkpoint("{checkpoint}")   # weight, dim and max-sim from hybrid_retriever.json
+messages = [[format_message("speaker_1", "grub fails after the upgrade"), format_message("speaker_2", "reinstall grub-pc")], ...]
+retriever.index(["\\n".join(m) for m in messages], messages=messages)   # a thread and its messages
+retriever.hits("speaker_3: grub error 17 after upgrading?", k=5)    # [SearchHit(document, score, message), ...]
 ```
+
+With max-sim (`"maxsim"` in hybrid_retriever.json) a thread's dense score is that of its messages, each
+encoded on its own, and a hit names the message that matched.
 
 BM25 is `bm25s` with the eval's tokenisation (lowercase, English stop words, no stemming); texts are one
 `speaker: text` line per message with pseudonymised speakers, as in training (`thread_embed_pipeline.text`
@@ -96,7 +99,9 @@ def write_model_card(model_summary: dict, path: Path, *, report_markdown: str, i
         lines += [
             "## Recommended retriever (chosen on the dev split)",
             "",
-            f"`hybrid:{recommended['dense_model']}` at {recommended['dim']} dims: BM25 and the dense model fused with dense weight "
+            f"`hybrid:{recommended['dense_model']}` at {recommended['dim']} dims: BM25 and the dense model"
+            + (" (each thread scored by its messages: max-sim)" if recommended["dense_model"].endswith("·maxsim") else "")
+            + " fused with dense weight "
             f"**{recommended['weight']:.2f}**, the best single weight on the dev queries of the pseudonymised protocol (held-out dev "
             f"MRR@10 {recommended['dev_mrr10']:.3f}; the report's `hybrid:` rows use the dev choice of scope, here {recommended['scope']}). "
             "The test numbers below only report.",

@@ -154,6 +154,8 @@ EVAL_SET_COLUMNS: tuple[str, ...] = (
     "positive_id",  # query rows: record_id of the relevant document; document rows: None
     "candidate_ids",  # query rows: list of document record_ids (positive first, then distractors); else []
     "relevant_ids",  # query rows: every relevant document record_id (own sets: [positive_id]; BEIR qrels may list several); else []
+    "messages",  # document rows of the own sets: the document's messages (``format_message`` each; ``text`` is them joined
+    # by newlines), so a thread can be scored message by message (max-sim); else [] (external documents have no boundaries)
 )
 
 OWN_EVAL_SET = "threadembed"

@@ -15,6 +15,8 @@ Options (all ``TrainingSettings`` fields; the defaults keep the original behavio
 * hard negatives: a ``negative`` column filled for every row trains on (anchor, positive, negative)
   triplets; see ``_select_columns`` for partially filled columns and ``use_negatives``.
 * ``save_steps``: Trainer checkpoints in the work folder, and an interrupted run resumes from them.
+* ``speaker_dropout``: each side of a pair loses its ``speaker_<k>:`` prefixes with that probability
+  (seeded), so the model matches content rather than pseudonyms.
 * ``time_budget_s``: the number of optimizer steps is sized from the step time measured in the first
   steps (:class:`StepBudget`), so a CPU without bf16 (about 3x slower) trains fewer pairs instead of
   blowing the main job's time target. ``None`` trains every pair.
@@ -37,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import sys
@@ -165,6 +168,9 @@ class TrainingSettings:
     # freeze the token embeddings and the lowest N transformer layers: no backward pass below the
     # first trainable layer, so cheaper steps (more pairs in a time budget) at some capacity
     frozen_layers: int = 0
+    # speaker dropout: each side of a pair loses its "speaker_<k>: " prefixes with this probability
+    # (seeded), so the model learns the content, not the pseudonyms (a user's search has no speaker)
+    speaker_dropout: float = 0.0
 
 
 # The CPU default recipe, the main job's `model` config (orchestration.training_assets.ModelConfig
@@ -309,6 +315,35 @@ def _validate_options(settings: TrainingSettings) -> None:
         raise ValueError(f"frozen_layers must be >= 0, got {settings.frozen_layers}")
     if settings.save_steps is not None and settings.save_steps < 1:
         raise ValueError(f"save_steps must be >= 1 or None, got {settings.save_steps}")
+    if not 0.0 <= settings.speaker_dropout <= 1.0:
+        raise ValueError(f"speaker_dropout must be in [0, 1], got {settings.speaker_dropout}")
+
+
+_SPEAKER_PREFIX = re.compile(r"^speaker_\d+: ", re.MULTILINE)
+
+
+def drop_speakers(pairs: pd.DataFrame, probability: float, seed: int, columns: Sequence[str] = ("anchor", "positive")) -> tuple[pd.DataFrame, int]:
+    """Speaker dropout: each text of ``columns`` loses the ``speaker_<k>: `` prefix of every line with
+    ``probability``, drawn per cell from a generator seeded with ``seed`` (the same pairs and seed give
+    the same texts). Returns the pairs and how many cells were changed."""
+    if probability <= 0.0 or pairs.empty:
+        return pairs, 0
+    import numpy as np
+
+    rng = np.random.default_rng([int(seed), 0x5BEA])
+    out, changed = pairs.copy(), 0
+    for column in columns:
+        if column not in out.columns:
+            continue
+        hit = rng.random(len(out)) < probability
+        texts = out[column].to_numpy(dtype=object).copy()
+        for i in np.flatnonzero(hit):
+            if isinstance(texts[i], str):
+                stripped = _SPEAKER_PREFIX.sub("", texts[i])
+                changed += stripped != texts[i]
+                texts[i] = stripped
+        out[column] = texts
+    return out, changed
 
 
 def check_training_inputs(pairs: pd.DataFrame, settings: TrainingSettings, processes: int = 1) -> None:
@@ -464,6 +499,9 @@ def train_matryoshka_model(
 
     check_training_inputs(pairs, settings)
     pairs, text_columns, dropped_without_negative = _select_columns(pairs, settings, log)
+    if settings.speaker_dropout > 0:
+        pairs, changed = drop_speakers(pairs, settings.speaker_dropout, settings.seed, text_columns)
+        log(f"speaker dropout {settings.speaker_dropout:g}: {changed} of {len(pairs) * len(text_columns)} texts train without their speaker prefixes")
     rank, world = distributed_rank()
     check_training_inputs(pairs, settings, world)  # again: rows without a negative may have been dropped
 

@@ -203,3 +203,13 @@ def test_load_local_embedder_and_build_embedder(tiny_model_dir, tmp_path):
         emb2.model = CountingModel(emb2.model)
         np.testing.assert_allclose(emb2.embed(TEXTS, 8), first, atol=1e-6)
         assert emb2.model.encoded == []
+
+
+def test_token_budget_batches_put_many_short_texts_and_few_long_ones_in_a_batch():
+    from thread_embed_pipeline.evaluation.embedders import MAX_BATCH_TEXTS, token_budget_batches
+
+    lengths = [4000] * 70 + [80] * 600  # longest first: 70 texts past 256 tokens, then 600 chat messages of ~22 tokens
+    # at full length batch_size texts (a batch is sized by its first, longest text); messages of ~22 tokens 8192 // 22 = 372 at a time
+    assert token_budget_batches(lengths, batch_size=32, max_tokens=256) == [(0, 32), (32, 64), (64, 96), (96, 468), (468, 670)]
+    tiny = token_budget_batches([4] * 2000, batch_size=32, max_tokens=256)
+    assert tiny[0] == (0, MAX_BATCH_TEXTS) and tiny[-1][1] == 2000  # capped

@@ -36,8 +36,8 @@ def _run_config(tiny_model_dir) -> dict:
             "training_pairs": {"config": {"budget": 96, "streamed_sources": ["ubuntu_irc", "flyte_slack"]}},
             "discord_unveiled__raw": {"config": {"unit_fraction": 1.0}},
             "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": DIMS, "batch_size": 16, "max_seq_length": 32, "bf16": False}},
-            "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
-            "dev_eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20}},
+            "eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20, "protocols": ["pseudonymised", "names_visible"]}},
+            "dev_eval_sets": {"config": {"max_queries_per_set": 20, "pool_size": 20, "protocols": ["pseudonymised", "names_visible"]}},
             "eval_report": {"config": {"bootstrap_resamples": 100, "extra_models": ["openai:text-embedding-3-small"]}},
             "release__model": {"config": {"push": True, "repo_id": RELEASE_REPO}},
         }

@@ -127,8 +127,8 @@ def privacy_run(tmp_path_factory, tiny_model_dir):
         "ops": {
             "training_pairs": {"config": {"budget": 64}},
             "model": {"config": {"base_model": str(tiny_model_dir), "matryoshka_dims": [32, 16], "batch_size": 16, "max_seq_length": 64, "bf16": False, "time_budget_s": None}},
-            "eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10}},
-            "dev_eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10}},
+            "eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10, "protocols": ["pseudonymised", "names_visible"]}},
+            "dev_eval_sets": {"config": {"max_queries_per_set": 10, "pool_size": 10, "protocols": ["pseudonymised", "names_visible"]}},
             "eval_report": {"config": {"bootstrap_resamples": 50}},
         }
     }

@@ -106,6 +106,7 @@ class CountingModel:
 
 def test_encode_texts_dedupes_normalises_and_logs():
     model = CountingModel(dim=8)
+    model.max_seq_length = 2  # a token budget of 2 texts per batch at this length (encode_texts batches by tokens)
     texts = ["b", "a", "b", "ccc", "a", "dd"] * 3
     logs: list[str] = []
     emb = encode_texts(model, texts, batch_size=2, log=logs.append, log_every=1)

@@ -158,3 +158,55 @@ def test_search_index_asset_indexes_with_the_release_and_the_cli_answers_from_it
     assert out.startswith("1. toy/log/apt ") and "building" not in err and "search index" in err
     bad = dg.materialize([toy_text, build_search_index_asset("toy")], resources={"io_manager": dg.mem_io_manager}, run_config={"ops": {"search_index__toy": {"config": {"split": "everything"}}}}, raise_on_error=False)
     assert not bad.success
+
+
+class _WordModel:
+    """A stand-in SentenceTransformer that sees words (``test_maxsim.BagOfWords``), reading the first 12 only."""
+
+    def __init__(self):
+        from thread_embed_pipeline_tests.test_maxsim import BagOfWords
+
+        self._bow = BagOfWords()
+
+    def get_embedding_dimension(self):
+        return self._bow.max_dim
+
+    def encode(self, texts, **kwargs):
+        return self._bow.embed(list(texts), self._bow.max_dim)
+
+
+def test_a_maxsim_hit_says_which_message_matched_even_past_the_truncation_point():
+    chatter = [f"speaker_{i}: sound pulse printer cups" for i in range(6)]
+    messages = [[*chatter, "speaker_1: grub boot error after the kernel update"], ["speaker_2: wifi driver", "speaker_3: ssh key"]]
+    docs = ["\n".join(m) for m in messages]
+    truncated = HybridRetriever(_WordModel(), weight=1.0).index(docs)
+    maxsim = HybridRetriever(_WordModel(), weight=1.0, maxsim="max").index(docs, messages=messages)
+    query = "speaker_9: grub boot error"
+    assert truncated.hits(query, k=1)[0].message is None and truncated.scores(query)[0] <= truncated.scores(query)[1]  # never read it
+    hit = maxsim.hits(query, k=1)[0]
+    assert (hit.document, hit.message) == (0, 6)  # the thread, and its last message
+    with pytest.raises(ValueError, match="needs every document's messages"):
+        HybridRetriever(_WordModel(), weight=0.5, maxsim="max").index(docs)
+
+
+def test_search_cli_shows_the_matching_message_first_with_a_maxsim_retriever(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from thread_embed_pipeline.search import main
+
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, checkpoint)
+    write_retriever_settings(checkpoint, weight=0.0, dim=16, chosen_on="dev", scope="global", maxsim="max")
+    corpus = tmp_path / "mychat.parquet"
+    _chat_corpus().to_parquet(corpus, index=False)
+    assert main(["another apt process is running, wait for it", "--corpus", str(corpus), "--model", str(checkpoint), "--k", "1", "--messages", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("1. toy/log/apt ")
+    assert lines[1].startswith("     > ") and len(lines) == 3 and not lines[2].startswith("     > ")  # the matching message, marked, first
+    assert "message by message" in err
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "data" / "search" / "mychat__test.messages.parquet")
+    assert rows.num_rows == 9 and rows.schema.metadata[b"dim"] == b"16"  # one row per message, beside the threads

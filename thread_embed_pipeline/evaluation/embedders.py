@@ -206,6 +206,25 @@ def load_local_embedder(
     return SentenceTransformerEmbedder(model, name=name or spec, batch_size=batch_size, log=log, cache=cache, cache_key=cache_key)
 
 
+# characters per token of English chat text for a WordPiece tokenizer (a budget estimate, not a count)
+CHARS_PER_TOKEN = 4.0
+MAX_BATCH_TEXTS = 512
+
+
+def token_budget_batches(lengths: Sequence[int], *, batch_size: int, max_tokens: int) -> list[tuple[int, int]]:
+    """``[start, end)`` batches over texts sorted longest first (``lengths`` in characters): each holds at
+    most ``batch_size * max_tokens`` (estimated) tokens of padded input, so at most ``batch_size`` texts at
+    full length and up to :data:`MAX_BATCH_TEXTS` short ones."""
+    budget = batch_size * max_tokens
+    out, start = [], 0
+    while start < len(lengths):
+        longest = min(max_tokens, int(lengths[start] / CHARS_PER_TOKEN) + 2)  # the first is the longest
+        size = max(1, min(MAX_BATCH_TEXTS, budget // max(longest, 1)))
+        out.append((start, min(start + size, len(lengths))))
+        start += size
+    return out
+
+
 def encode_texts(
     model,
     texts: Sequence[str],
@@ -216,9 +235,11 @@ def encode_texts(
 ) -> np.ndarray:
     """Full-dimension, L2-normalised float32 embeddings of a SentenceTransformer, one row per input text.
 
-    Each unique text is encoded once (longest first, for efficient padding) and mapped
-    back. ``log(msg)`` is called every ``log_every`` batches and at the end. (The helper
-    behind :class:`~.embedders.SentenceTransformerEmbedder`.)
+    Each unique text is encoded once (longest first, for efficient padding) and mapped back. Batches
+    are sized by a token budget, ``batch_size`` texts at the model's ``max_seq_length``: short texts (chat
+    messages) go many to a batch, where padding and per-batch overhead would otherwise dominate.
+    ``log(msg)`` is called every ``log_every`` batches and at the end. (The helper behind
+    :class:`~.embedders.SentenceTransformerEmbedder`.)
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -228,16 +249,16 @@ def encode_texts(
         dim = model.get_embedding_dimension() or 0
         return np.zeros((0, dim), dtype=np.float32)
     order = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
-    n_batches = -(-len(unique) // batch_size)
-    chunk = batch_size * max(1, log_every)
+    batches = token_budget_batches([len(unique[i]) for i in order], batch_size=batch_size, max_tokens=int(getattr(model, "max_seq_length", None) or 512))
     parts: list[np.ndarray] = []
-    for start in range(0, len(order), chunk):
-        batch_texts = [unique[i] for i in order[start : start + chunk]]
-        emb = model.encode(batch_texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+    done = 0
+    for b, (start, end) in enumerate(batches, start=1):
+        batch_texts = [unique[i] for i in order[start:end]]
+        emb = model.encode(batch_texts, batch_size=len(batch_texts), show_progress_bar=False, convert_to_numpy=True)
         parts.append(np.asarray(emb, dtype=np.float32))
-        if log is not None:
-            done = min(start + chunk, len(order))
-            log(f"encoded {done}/{len(unique)} unique texts ({-(-done // batch_size)}/{n_batches} batches)")
+        done = end
+        if log is not None and (b % max(1, log_every) == 0 or b == len(batches)):
+            log(f"encoded {done}/{len(unique)} unique texts ({b}/{len(batches)} batches)")
     sorted_emb = np.concatenate(parts, axis=0)
     unique_emb = np.empty_like(sorted_emb)
     unique_emb[np.asarray(order)] = sorted_emb

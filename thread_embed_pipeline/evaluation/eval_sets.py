@@ -28,6 +28,7 @@ is ``[positive_id]`` on query rows and ``[]`` on document rows). For ``thread``/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ def _empty_eval_set() -> pd.DataFrame:
 
 def _query_row(*, source, task, record_id, conversation_id, text, positive_id, candidate_ids) -> dict:
     return {
+        "messages": [],
         "eval_set": OWN_EVAL_SET,
         "source": source,
         "task": task,
@@ -102,15 +104,17 @@ def _query_row(*, source, task, record_id, conversation_id, text, positive_id, c
     }
 
 
-def _document_row(*, source, task, record_id, conversation_id, text) -> dict:
+def _document_row(*, source, task, record_id, conversation_id, messages: Sequence[str]) -> dict:
+    """A document row; its ``text`` is its ``messages`` joined by newlines (``format_window``)."""
     return {
+        "messages": list(messages),
         "eval_set": OWN_EVAL_SET,
         "source": source,
         "task": task,
         "record_type": "document",
         "record_id": record_id,
         "conversation_id": conversation_id,
-        "text": text,
+        "text": "\n".join(messages),
         "positive_id": None,
         "candidate_ids": [],
         "relevant_ids": [],
@@ -173,7 +177,7 @@ def _assemble(
     task: str,
     conversation_ids: Sequence[str],
     query_texts: Sequence[str],
-    document_texts: Sequence[str],
+    document_messages: Sequence[Sequence[str]],
     pool_size: int | None,
     rng: np.random.Generator,
     query_indices: Sequence[int] | None = None,
@@ -217,7 +221,7 @@ def _assemble(
             )
         )
     doc_rows = [
-        _document_row(source=source, task=task, record_id=doc_ids[i], conversation_id=cid, text=document_texts[i])
+        _document_row(source=source, task=task, record_id=doc_ids[i], conversation_id=cid, messages=document_messages[i])
         for i, cid in enumerate(conversation_ids)
     ]
     return eval_frame(query_rows + doc_rows)
@@ -227,14 +231,19 @@ def _assemble(
 # thread / thread_full_corpus
 
 
-def _thread_texts(convs) -> tuple[list[str], list[str], list[str]]:
-    """(conversation_ids, query texts, document texts): middle message vs. the rest of its thread."""
+def _messages(authors: Sequence[str | None], texts: Sequence[str]) -> list[str]:
+    """A window's messages, one ``format_message`` each (``format_window`` joins them by newlines)."""
+    return [format_message(a, t) for a, t in zip(authors, texts, strict=True)]
+
+
+def _thread_texts(convs) -> tuple[list[str], list[str], list[list[str]]]:
+    """(conversation_ids, query texts, document messages): middle message vs. the rest of its thread."""
     cids, queries, docs = [], [], []
     for cid, authors, texts in convs:
         mid = len(texts) // 2
         cids.append(cid)
         queries.append(format_message(authors[mid], texts[mid]))
-        docs.append(format_window(authors[:mid] + authors[mid + 1 :], texts[:mid] + texts[mid + 1 :]))
+        docs.append(_messages(authors[:mid] + authors[mid + 1 :], texts[:mid] + texts[mid + 1 :]))
     return cids, queries, docs
 
 
@@ -268,7 +277,7 @@ def build_thread_eval_set(
         task="thread",
         conversation_ids=cids,
         query_texts=queries,
-        document_texts=docs,
+        document_messages=docs,
         pool_size=pool_size,
         rng=rng,
     )
@@ -300,7 +309,7 @@ def build_thread_full_corpus_eval_set(
         task="thread_full_corpus",
         conversation_ids=cids,
         query_texts=queries,
-        document_texts=docs,
+        document_messages=docs,
         pool_size=None,
         rng=rng,
         query_indices=picked,
@@ -339,13 +348,13 @@ def build_response_eval_set(
     for cid, authors, texts in convs:
         cids.append(cid)
         queries.append(format_window(authors[:prefix_messages], texts[:prefix_messages]))
-        docs.append(format_window(authors[prefix_messages:end], texts[prefix_messages:end]))
+        docs.append(_messages(authors[prefix_messages:end], texts[prefix_messages:end]))
     return _assemble(
         source=source,
         task="response",
         conversation_ids=cids,
         query_texts=queries,
-        document_texts=docs,
+        document_messages=docs,
         pool_size=pool_size,
         rng=rng,
     )
@@ -500,8 +509,8 @@ def build_concurrent_thread_eval_set(
             prior = prior[-max_context_messages:]
             did = concurrent_document_id(qid, u.cid)
             cand_ids.append(did)
-            text = format_window([u.authors[i] for i in prior], [u.texts[i] for i in prior])
-            rows_d.append(_document_row(source=source, task="concurrent_thread", record_id=did, conversation_id=u.cid, text=text))
+            messages = _messages([u.authors[i] for i in prior], [u.texts[i] for i in prior])
+            rows_d.append(_document_row(source=source, task="concurrent_thread", record_id=did, conversation_id=u.cid, messages=messages))
         rows_q.append(
             _query_row(
                 source=source,
@@ -683,9 +692,18 @@ def eval_message_lines(eval_sets: pd.DataFrame, *, min_chars: int = 20) -> set[s
 # protocol -> the text stage's speaker scheme. ``pseudonymised`` is what the model trains on and
 # the only form that is exported; ``names_visible`` keeps the upstream names (internal, like the
 # corpus); ``per_conversation`` is the reference project's scheme, for comparing with its numbers.
-EVAL_PROTOCOLS: dict[str, str] = {"pseudonymised": "per_timeline", "names_visible": "original", "per_conversation": "per_conversation"}
-DEFAULT_EVAL_PROTOCOLS: tuple[str, ...] = ("pseudonymised", "names_visible")
+EVAL_PROTOCOLS: dict[str, str] = {"pseudonymised": "per_timeline", "names_visible": "original", "per_conversation": "per_conversation", "speaker_free": "per_timeline"}
+# the main job's: what the model trains on, and what is exported. names_visible is one config away (configs/names_visible.yaml)
+DEFAULT_EVAL_PROTOCOLS: tuple[str, ...] = ("pseudonymised",)
 DEFAULT_PROTOCOL = "pseudonymised"
+# protocols whose queries are typed the way a user searches: no "speaker_<k>: " prefix (documents keep theirs)
+SPEAKER_FREE_PROTOCOLS: frozenset[str] = frozenset({"speaker_free"})
+_SPEAKER_PREFIX = re.compile(r"^speaker_\d+: ", re.MULTILINE)
+
+
+def without_speakers(text: str) -> str:
+    """A query without the ``speaker_<k>: `` prefix of each of its lines (a user's search has no speaker)."""
+    return _SPEAKER_PREFIX.sub("", text)
 
 
 def protocol_eval_set(protocol: str) -> str:
@@ -731,6 +749,9 @@ def build_protocol_eval_sets(
             prepared[source], accounting[f"{protocol}/{source}"] = prepare_text(corpus, settings)
         sets, set_notes = build_eval_sets(prepared, **kwargs)
         sets["eval_set"] = protocol_eval_set(protocol)
+        if protocol in SPEAKER_FREE_PROTOCOLS:
+            queries = sets["record_type"] == "query"
+            sets.loc[queries, "text"] = sets.loc[queries, "text"].map(without_speakers)
         frames.append(sets)
         if protocol == protocols[0]:
             notes.extend(set_notes)  # the same in every protocol

@@ -118,6 +118,7 @@ def _row(*, eval_set, source, task, record_type, record_id, conversation_id, tex
         "positive_id": positive_id,
         "candidate_ids": list(candidate_ids),
         "relevant_ids": list(relevant_ids),
+        "messages": [],  # an external document has no message boundaries: scored whole
     }
 
 

@@ -30,6 +30,12 @@ class RetrievalSet:
     pools: tuple[np.ndarray, ...]  # per query: row indices into doc_ids, candidate order
     relevant: tuple[np.ndarray, ...]  # per query: bool mask aligned with its pool
     n_relevant: tuple[int, ...]  # per query: |relevant_ids| (recall denominator)
+    doc_messages: tuple[tuple[str, ...], ...] = ()  # per document its messages (max-sim); () when the set has no boundaries
+
+    @property
+    def has_messages(self) -> bool:
+        """Whether every document of the set comes with its messages (so it can be scored by max-sim)."""
+        return bool(self.doc_messages) and all(self.doc_messages)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -40,6 +46,13 @@ def _id_list(value) -> list[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
     return [str(v) for v in value]
+
+
+def _messages(value) -> tuple[str, ...]:
+    """A document's ``messages`` cell (a list, an array, or missing) as a tuple of strings."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ()
+    return tuple(str(m) for m in value)
 
 
 def _parse_set(key: tuple[str, str, str], g: pd.DataFrame) -> RetrievalSet:
@@ -67,7 +80,9 @@ def _parse_set(key: tuple[str, str, str], g: pd.DataFrame) -> RetrievalSet:
         pools.append(np.fromiter((doc_row[c] for c in cands), dtype=np.int64, count=len(cands)))
         relevant.append(np.fromiter((c in rel for c in cands), dtype=bool, count=len(cands)))
         n_relevant.append(len(rel))
+    messages = tuple(_messages(m) for m in docs["messages"]) if "messages" in docs.columns else ()
     return RetrievalSet(
+        doc_messages=messages if messages and all(messages) else (),
         eval_set=key[0],
         source=key[1],
         task=key[2],

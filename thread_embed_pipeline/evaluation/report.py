@@ -481,13 +481,15 @@ def report_markdown(
     plots: Sequence[str | Path] = (),
     title: str = "Retrieval evaluation report",
     fusion: pd.DataFrame | None = None,
+    maxsim_dev: pd.DataFrame | None = None,
 ) -> str:
     """A full Markdown report: notes (skipped models/sets, ...), MRR@10 headline per set, significance
     of the comparisons, the full leaderboard with CIs, and a short method section.
 
     ``plots``: image paths (relative to where the report is written) embedded after the headline.
     ``fusion``: the runner's fusion table (weights of the ``hybrid:`` models chosen on dev),
-    rendered as "Hybrid weights (chosen on dev)" when it has rows.
+    rendered as "Hybrid weights (chosen on dev)" when it has rows. ``maxsim_dev``: the dev MRR@10 of each
+    max-sim aggregation (``retrieval.maxsim_dev_table``), rendered as "Max-sim aggregation (chosen on dev)".
     """
     _check(results, RESULT_COLUMNS)
     parts = [f"# {title}", ""]
@@ -503,6 +505,10 @@ def report_markdown(
     parts += ["## MRR@10 at each model's largest dim (95% CI)", "", _headline(results) or "_No retrieval results._", ""]
     for p in plots:
         parts += [f"![{Path(p).stem}]({Path(p).as_posix()})", ""]
+    if maxsim_dev is not None and not maxsim_dev.empty:
+        wide = maxsim_dev.pivot_table(index="aggregation", columns="task", values="mrr@10", sort=False).round(4).reset_index()
+        wide.columns.name = None
+        parts += ["## Max-sim aggregation (chosen on dev)", "", "Dev MRR@10 of the fine-tuned model at its largest dim; `truncated` is one encoding of the whole document.", "", wide.to_markdown(index=False), ""]
     fusion_md = fusion_markdown(fusion)
     if fusion_md:
         parts += ["## Hybrid weights (chosen on dev)", "", fusion_md]
@@ -524,6 +530,9 @@ def report_markdown(
         "is chosen on dev queries only (never on test).",
         "- `<model>@<precision>` rows are the same embeddings in an int8 or binary index (see Embedding precision); "
         "the headline and plots show float32 models only.",
+        "- `<model>·maxsim` rows score a document (a thread, a window) by its messages, each encoded on its own, "
+        "with the aggregation chosen on dev (max, mean of the top 2-3, or max plus a share of the whole document's "
+        "cosine); `<model>` rows encode the document as one text, truncated at the model's `max_seq_length`.",
         "",
     ]
     return "\n".join(parts)

@@ -33,8 +33,8 @@ dim); :func:`rank_retrieval` turns them into metrics, and the same scores of dev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from thread_embed_pipeline.evaluation.embedders import Embedder, encode_texts, t
 from thread_embed_pipeline.evaluation.fusion import FusionByEvalSet, FusionChoice, convex_fuse
 from thread_embed_pipeline.evaluation.pools import GROUP_KEYS, RetrievalSet, prepare_sets
 from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, check_precisions, quantized_pool_scores, split_variant, variant_name
+from thread_embed_pipeline.evaluation.maxsim import AGGREGATIONS, aggregate, check_aggregation, flatten_messages, maxsim_name, top_message_scores
 from thread_embed_pipeline.evaluation.metrics import METRIC_NAMES, query_metrics
 from thread_embed_pipeline.evaluation.statistics import bootstrap_ci
 
@@ -63,6 +64,8 @@ __all__ = [
     "bm25_pool_scores",
     "PoolScores",
     "pool_scores",
+    "add_maxsim",
+    "maxsim_dev_table",
     "rrf_fuse",
     "pool_metrics",
     "metrics_from_pool_scores",
@@ -175,12 +178,15 @@ def _empty_per_query() -> pd.DataFrame:
 class PoolScores:
     """Pool scores of some sets, computed once: ``bm25[set key]`` and ``dense[(model, dim)][set key]``
     are per-query score vectors aligned with each set's pools (``dense`` lacks (model, dim)
-    pairs skipped because dim > max_dim)."""
+    pairs skipped because dim > max_dim). ``message_top[(model, dim)][set key]``: per query, its pool's
+    documents' best message cosines (``(pool, maxsim.TOP_K)``), for the sets whose documents are messages;
+    :func:`add_maxsim` turns them into ``dense`` rows of ``<model>·maxsim``."""
 
     sets: list[RetrievalSet]
     dims: list[int]
     bm25: dict[tuple[str, str, str], list[np.ndarray]]
     dense: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]]
+    message_top: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]] = field(default_factory=dict)
 
 
 def _check_dims(dims: Sequence[int]) -> list[int]:
@@ -221,6 +227,7 @@ def pool_scores(
     *,
     bm25: bool = True,
     precisions: Mapping[str, Sequence[str]] | None = None,
+    maxsim: bool | Collection[str] = False,
     log: Log = None,
 ) -> PoolScores:
     """BM25 (when ``bm25``) and dense pool scores of ``sets`` for every embedder at every dim.
@@ -228,7 +235,9 @@ def pool_scores(
     Each embedder is called once per dim with every unique text of all sets; dims above its
     ``max_dim`` are skipped (logged). ``precisions`` (model name -> quantised precisions of
     :mod:`.precision`) adds the scores of those models' quantised indexes, under the names
-    ``<model>@<precision>``, from the same embeddings.
+    ``<model>@<precision>``, from the same embeddings. ``maxsim`` (True: every embedder; or the names
+    of some): the messages of every set whose documents have them are embedded too (each unique message
+    once, in the same call) and each pool document's best message cosines kept (``message_top``; :mod:`.maxsim`).
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
@@ -242,12 +251,19 @@ def pool_scores(
     dense: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]] = {}
     if not sets:
         return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
+    with_messages = set(embedders) if maxsim is True else set(maxsim or ())
+    message_sets = [rs for rs in sets if rs.has_messages] if with_messages else []
+    flat = {rs.key: flatten_messages(rs.doc_messages) for rs in message_sets}
     texts = list(dict.fromkeys(t for rs in sets for t in (*rs.query_texts, *rs.doc_texts)))
+    n_documents = len(texts)  # the queries' and documents' texts come first; messages only for the max-sim models
+    texts = list(dict.fromkeys([*texts, *(m for messages, _ in flat.values() for m in messages)]))
     row_of = {t: i for i, t in enumerate(texts)}
     rows_by_set = {
         rs.key: (np.array([row_of[t] for t in rs.query_texts]), np.array([row_of[t] for t in rs.doc_texts]))
         for rs in sets
     }
+    message_rows = {key: (np.array([row_of[t] for t in messages], dtype=np.int64), starts) for key, (messages, starts) in flat.items()}
+    message_top: dict[tuple[str, int], dict[tuple[str, str, str], list[np.ndarray]]] = {}
     for name, embedder in embedders.items():
         max_dim = int(embedder.max_dim)
         for dim in dims:
@@ -255,22 +271,71 @@ def pool_scores(
                 if log is not None:
                     log(f"[{name}] skipping dim={dim} > max_dim={max_dim}")
                 continue
-            emb = np.asarray(embedder.embed(texts, dim), dtype=np.float32)
-            if emb.shape != (len(texts), dim):
-                raise ValueError(f"embedder {name!r} returned shape {emb.shape}, expected {(len(texts), dim)}")
+            wanted = texts if name in with_messages else texts[:n_documents]
+            emb = np.asarray(embedder.embed(wanted, dim), dtype=np.float32)
+            if emb.shape != (len(wanted), dim):
+                raise ValueError(f"embedder {name!r} returned shape {emb.shape}, expected {(len(wanted), dim)}")
             per_set = {}
             for rs in sets:
                 q_rows, d_rows = rows_by_set[rs.key]
                 per_set[rs.key] = dense_pool_scores(rs, emb[q_rows], emb[d_rows])
             dense[(name, dim)] = per_set
+            if message_sets and name in with_messages:
+                message_top[(name, dim)] = {
+                    rs.key: _pool_top(rs, top_message_scores(emb[rows_by_set[rs.key][0]], emb[message_rows[rs.key][0]], message_rows[rs.key][1])) for rs in message_sets
+                }
             for precision in precisions.get(name, ()):
                 dense[(variant_name(name, precision), dim)] = {
                     rs.key: quantized_pool_scores(rs.pools, emb[rows_by_set[rs.key][0]], emb[rows_by_set[rs.key][1]], precision) for rs in sets
                 }
             if log is not None:
                 extra = f", and as {', '.join(precisions[name])}" if precisions.get(name) else ""
-                log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(texts)} unique texts{extra})")
-    return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
+                log(f"[{name}] scored dim={dim} on {len(sets)} sets ({len(wanted)} unique texts{extra}{', messages one by one' if name in with_messages and message_sets else ''})")
+    return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense, message_top=message_top)
+
+
+def _pool_top(rs: RetrievalSet, top: np.ndarray) -> list[np.ndarray]:
+    """Per query, the ``(pool, TOP_K)`` rows of ``top`` (``(queries, documents, TOP_K)``) for its pool."""
+    return [top[i, pool] for i, pool in enumerate(rs.pools)]
+
+
+def add_maxsim(scores: PoolScores, aggregation: str, models: Sequence[str] | None = None) -> PoolScores:
+    """``scores`` with ``dense[(<model>·maxsim, dim)]`` for every model with message scores (or ``models``):
+    each pool document scored by ``aggregation`` (:func:`.maxsim.aggregate`) of its best messages and its
+    own cosine. Only the sets whose documents are messages get rows."""
+    check_aggregation(aggregation)
+    dense = dict(scores.dense)
+    for (name, dim), by_set in scores.message_top.items():
+        if models is not None and name not in models:
+            continue
+        dense[(maxsim_name(name), dim)] = {key: [aggregate(top, doc, aggregation) for top, doc in zip(tops, scores.dense[(name, dim)][key])] for key, tops in by_set.items()}
+    return PoolScores(sets=scores.sets, dims=scores.dims, bm25=scores.bm25, dense=dense, message_top=scores.message_top)
+
+
+def maxsim_dev_table(scores: PoolScores, model: str) -> pd.DataFrame:
+    """Dev MRR@10 of ``model``'s max-sim under every aggregation, and of its truncated encoding, at its
+    largest dim: ``aggregation, task, mrr@10, n`` (task ``all``: every query with message boundaries pooled,
+    each counted once), what :func:`.maxsim.choose_aggregation` reads."""
+    dims = [dim for name, dim in scores.message_top if name == model]
+    if not dims:
+        return pd.DataFrame(columns=["aggregation", "task", "mrr@10", "n"])
+    dim = max(dims)
+    keys = set(scores.message_top[(model, dim)])
+    frames = []
+    for aggregation in ("truncated", *AGGREGATIONS):
+        by_set = add_maxsim(scores, aggregation, [model]).dense[(maxsim_name(model), dim)] if aggregation != "truncated" else scores.dense[(model, dim)]
+        for rs in scores.sets:
+            if rs.key in keys:
+                frames.append(pool_metrics(rs, by_set[rs.key], model=aggregation, dim=dim))
+    per_query = pd.concat(frames, ignore_index=True)
+    rows = [(a, t, float(g["mrr@10"].mean()), len(g)) for (a, t), g in per_query.groupby(["model", "task"], sort=False)]
+    rows += [(a, "all", float(g["mrr@10"].mean()), len(g)) for a, g in per_query.groupby("model", sort=False)]
+    return pd.DataFrame(rows, columns=["aggregation", "task", "mrr@10", "n"])
+
+
+def maxsim_models(scores: PoolScores) -> list[str]:
+    """The ``<model>·maxsim`` rows :func:`add_maxsim` added, in the order of their models."""
+    return list(dict.fromkeys(maxsim_name(name) for name, _ in scores.message_top))
 
 
 def metrics_from_pool_scores(
@@ -292,7 +357,9 @@ def metrics_from_pool_scores(
                 continue
             choice = fusion.get((name, dim)) if name in hybrids else None
             for rs in scores.sets:
-                dense = dense_by_set[rs.key]
+                dense = dense_by_set.get(rs.key)
+                if dense is None:  # a max-sim model on a set without message boundaries
+                    continue
                 frames.append(pool_metrics(rs, dense, model=name, dim=dim))
                 if name in hybrids:
                     bm = scores.bm25[rs.key]
@@ -319,6 +386,7 @@ def rank_retrieval(
     fusion: Mapping[tuple[str, int], FusionChoice | FusionByEvalSet] | None = None,
     rrf_k: int = 60,
     precisions: Mapping[str, Sequence[str]] | None = None,
+    maxsim_aggregation: str | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
@@ -331,7 +399,9 @@ def rank_retrieval(
     unique text of all sets (:func:`pool_scores`); dims above its ``max_dim`` are skipped
     (logged), and so are the matching fusion rows. BM25 rows repeat identical values at every
     dim. ``precisions`` adds quantised-index rows ``<model>@<precision>`` (:mod:`.precision`).
-    Pure: the inputs are not modified.
+    ``maxsim_aggregation`` (None: none) adds ``<model>·maxsim`` rows on every set whose documents are
+    messages (:mod:`.maxsim`), and their fusions when the model is in ``hybrids`` (``fusion`` keyed by
+    ``(<model>·maxsim, dim)``). Pure: the inputs are not modified.
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
@@ -347,10 +417,13 @@ def rank_retrieval(
     sets = prepare_sets(eval_sets)
     if not sets:
         return _empty_per_query()
-    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), precisions=precisions, log=log)
-    return metrics_from_pool_scores(
-        scores, _model_rows(embedders, precisions), include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k
-    )
+    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), precisions=precisions, maxsim=maxsim_aggregation is not None, log=log)
+    models = _model_rows(embedders, precisions)
+    if maxsim_aggregation is not None:
+        scores = add_maxsim(scores, maxsim_aggregation)
+        models += maxsim_models(scores)
+        hybrids = [*hybrids, *(maxsim_name(h) for h in hybrids)]
+    return metrics_from_pool_scores(scores, models, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k)
 
 
 def summarize(
@@ -391,10 +464,12 @@ def evaluate_retrieval(
     confidence: float = 0.95,
     seed: int = 0,
     precisions: Mapping[str, Sequence[str]] | None = None,
+    maxsim_aggregation: str | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """``summarize(rank_retrieval(...))``; call the two yourself to keep the per-query rows."""
     per_query = rank_retrieval(
-        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k, precisions=precisions, log=log
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, rrf_k=rrf_k, precisions=precisions,
+        maxsim_aggregation=maxsim_aggregation, log=log,
     )
     return summarize(per_query, n_resamples=n_resamples, confidence=confidence, seed=seed)

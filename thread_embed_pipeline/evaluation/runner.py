@@ -28,7 +28,8 @@ from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEval
 from thread_embed_pipeline.model_card import write_model_card
 from thread_embed_pipeline.search import write_retriever_settings
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.evaluation.retrieval import prepare_sets, rank_retrieval, pool_scores, summarize
+from thread_embed_pipeline.evaluation.maxsim import AGGREGATIONS, DEFAULT_AGGREGATION, SUFFIX, choose_aggregation, is_maxsim, maxsim_name
+from thread_embed_pipeline.evaluation.retrieval import add_maxsim, maxsim_dev_table, prepare_sets, rank_retrieval, pool_scores, summarize
 from thread_embed_pipeline.evaluation.statistics import compare_models
 from thread_embed_pipeline.schemas import OWN_EVAL_SET, Log
 from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
@@ -51,6 +52,18 @@ class EvaluationOutputs:
     fusion: pd.DataFrame = field(default_factory=_empty_fusion)
     markdown: str = ""
     files: dict[str, Path] = field(default_factory=dict)
+    # the max-sim aggregation chosen on dev, and the dev table it was chosen from (maxsim_dev_table)
+    maxsim_aggregation: str | None = None
+    maxsim_dev: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass
+class DevChoices:
+    """What the dev split decided for a test run: fusion weights per (model, dim), and the max-sim aggregation."""
+
+    fusion: dict[tuple[str, int], FusionByEvalSet]
+    maxsim_aggregation: str | None = None
+    maxsim_dev: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # Where each API setting comes from: the environment variable of every ApiSettings field.
@@ -99,23 +112,37 @@ def build_embedders(
     return embedders, notes
 
 
-def tune_fusion_on_dev(
+def tune_on_dev(
     dev_sets: pd.DataFrame,
     embedders: Mapping[str, Embedder],
     hybrids: Sequence[str],
     *,
     dims: Sequence[int],
+    maxsim: bool = True,
     seed: int = 0,
     log: Log = print,
-) -> dict[tuple[str, int], FusionByEvalSet]:
-    """Score ``dev_sets`` with BM25 and the ``hybrids`` embedders and tune one
-    :class:`FusionByEvalSet` per (hybrid model, dim) on them (empty without dev queries)."""
+) -> DevChoices:
+    """Score ``dev_sets`` with BM25 and the ``hybrids`` embedders; with ``maxsim``, choose the max-sim
+    aggregation (:func:`.maxsim.choose_aggregation`, on the first hybrid model: the fine-tuned one in a
+    report) and add the ``<model>·maxsim`` rows; then tune one :class:`FusionByEvalSet` per (model, dim),
+    max-sim rows included. Empty choices without dev queries."""
     sets = prepare_sets(dev_sets)
     if not sets or not hybrids:
-        return {}
-    scores = pool_scores(sets, {h: embedders[h] for h in hybrids}, dims, bm25=True, log=lambda m: log(f"dev: {m}"))
+        return DevChoices(fusion={})
+    # max-sim on dev for one model (the fine-tuned one in a report): its aggregation and its hybrid's weight
+    reference = "fine_tuned" if "fine_tuned" in hybrids else hybrids[0]
+    scores = pool_scores(sets, {h: embedders[h] for h in hybrids}, dims, bm25=True, maxsim=[reference] if maxsim else False, log=lambda m: log(f"dev: {m}"))
+    aggregation, table = None, pd.DataFrame()
+    names = list(hybrids)
+    if maxsim and scores.message_top:
+        table = maxsim_dev_table(scores, reference)
+        pooled = table[table["task"] == "all"].set_index("aggregation")["mrr@10"].to_dict()
+        aggregation = choose_aggregation({a: v for a, v in pooled.items() if a in AGGREGATIONS})
+        log(f"dev: max-sim aggregation {aggregation} for {reference} (dev MRR@10 " + ", ".join(f"{a} {v:.3f}" for a, v in pooled.items()) + ")")
+        scores = add_maxsim(scores, aggregation)
+        names.append(maxsim_name(reference))
     choices: dict[tuple[str, int], FusionByEvalSet] = {}
-    for name in hybrids:
+    for name in names:
         for dim in scores.dims:
             dense = scores.dense.get((name, dim))
             if dense is None:
@@ -127,7 +154,7 @@ def tune_fusion_on_dev(
                     f"[{name}] dim={dim} {eval_set}: fusion scope={c.scope} global weight={c.global_weight:.2f} "
                     f"(held-out dev MRR@10 global {c.dev_mrr10_global:.3f}, per set {c.dev_mrr10_per_set:.3f}; {c.n_dev_queries} dev queries)"
                 )
-    return choices
+    return DevChoices(fusion=choices, maxsim_aggregation=aggregation, maxsim_dev=table)
 
 
 def run_evaluation(
@@ -142,24 +169,34 @@ def run_evaluation(
     n_resamples: int = 1000,
     seed: int = 0,
     precisions: Mapping[str, Sequence[str]] | None = None,
+    maxsim: bool = True,
     log: Log = print,
 ) -> EvaluationOutputs:
     """Rank ``eval_sets``, summarise and compare. ``dev_sets`` (same schema) are only used to tune the
-    ``hybrid:`` fusion weights; their queries never appear in ``per_query`` / ``results``. ``precisions``
-    adds quantised-index rows ``<model>@<precision>`` (:mod:`.precision`)."""
+    ``hybrid:`` fusion weights and to choose the max-sim aggregation; their queries never appear in
+    ``per_query`` / ``results``. ``precisions`` adds quantised-index rows ``<model>@<precision>``
+    (:mod:`.precision`). ``maxsim`` adds ``<model>·maxsim`` rows for every local or API model on every set
+    whose documents are messages (:mod:`.maxsim`; without dev sets, the ``max`` aggregation)."""
     notes = list(notes)
     hybrids = [name for name in hybrid_with if name in embedders] if include_bm25 else []
-    fusion: dict[tuple[str, int], FusionByEvalSet] = {}
+    dev = DevChoices(fusion={})
     if hybrids:
         if dev_sets is not None and not dev_sets.empty:
-            fusion = tune_fusion_on_dev(dev_sets, embedders, hybrids, dims=dims, seed=seed, log=log)
-        if not fusion:
+            dev = tune_on_dev(dev_sets, embedders, hybrids, dims=dims, maxsim=maxsim, seed=seed, log=log)
+        if not dev.fusion:
             notes.append(NO_DEV_SETS_NOTE)
+    fusion = dev.fusion
+    aggregation = (dev.maxsim_aggregation or DEFAULT_AGGREGATION) if maxsim else None
+    if aggregation is not None:
+        notes.append(f"max-sim rows (<model>{SUFFIX}): a document is scored by its messages, aggregation {aggregation} " + ("(chosen on dev)" if dev.maxsim_aggregation else "(no dev sets: the default)"))
     precisions = {name: p for name, p in (precisions or {}).items() if name in embedders and p}
-    per_query = rank_retrieval(eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, precisions=precisions, log=log)
+    per_query = rank_retrieval(
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, precisions=precisions, maxsim_aggregation=aggregation, log=log
+    )
     log(f"bootstrap CIs and paired tests over {len(per_query)} query rows")
     results = summarize(per_query, n_resamples=n_resamples, seed=seed)
-    references = tuple(r for r in ("base", "bm25") if r in set(per_query["model"]))
+    # base·maxsim too: a max-sim model is compared with the base model scored the same way
+    references = tuple(r for r in ("base", "bm25", maxsim_name("base")) if r in set(per_query["model"]))
     # the quantised variants are compared with their float32 model in the precision table, not here
     float_rows = per_query[[split_variant(m)[1] == FLOAT_PRECISION for m in per_query["model"]]] if not per_query.empty else per_query
     comparisons = compare_models(float_rows, references=references, n_resamples=n_resamples, seed=seed) if references else pd.DataFrame()
@@ -168,9 +205,10 @@ def run_evaluation(
         if not per_query.empty
         else []
     )
-    frames = [choice.to_frame(extra_sets=eval_keys) for _, choice in sorted(fusion.items(), key=lambda kv: (list(hybrids).index(kv[0][0]), -kv[0][1]))]
+    order = [*hybrids, *(maxsim_name(h) for h in hybrids)]
+    frames = [choice.to_frame(extra_sets=eval_keys) for _, choice in sorted(fusion.items(), key=lambda kv: (order.index(kv[0][0]), -kv[0][1]))]
     fusion_table = pd.concat(frames, ignore_index=True) if frames else _empty_fusion()
-    return EvaluationOutputs(per_query=per_query, results=results, comparisons=comparisons, notes=notes, fusion=fusion_table)
+    return EvaluationOutputs(per_query=per_query, results=results, comparisons=comparisons, notes=notes, fusion=fusion_table, maxsim_aggregation=aggregation, maxsim_dev=dev.maxsim_dev)
 
 
 def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, title: str = "Eval report") -> EvaluationOutputs:
@@ -182,7 +220,7 @@ def write_report_files(outputs: EvaluationOutputs, out_dir: Path, *, title: str 
         "bars_plot": plot_eval_set_bars(outputs.results, out_dir / "eval_sets_mrr10.png"),
     }
     plots = [files["matryoshka_plot"].name, files["bars_plot"].name]
-    outputs.markdown = report_markdown(outputs.results, outputs.comparisons, outputs.notes, plots=plots, title=title, fusion=outputs.fusion)
+    outputs.markdown = report_markdown(outputs.results, outputs.comparisons, outputs.notes, plots=plots, title=title, fusion=outputs.fusion, maxsim_dev=outputs.maxsim_dev)
     tables = (("results", outputs.results), ("comparisons", outputs.comparisons), ("per_query", outputs.per_query), ("fusion", outputs.fusion))
     for name, frame in tables:
         files[name] = atomic_write_bytes(out_dir / f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
@@ -228,7 +266,9 @@ def publish_report(outputs: EvaluationOutputs, model_summary: Mapping, out_dir: 
     parts = [improvement_summary(results, task="thread", source=s) for s in thread_sources]
     improvement = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     recommended = recommended_hybrid(outputs.fusion, eval_set=OWN_EVAL_SET)
-    tuned = recommended_hybrid(outputs.fusion[outputs.fusion["model"] == "fine_tuned"], eval_set=OWN_EVAL_SET) if not outputs.fusion.empty else None
+    # the fine-tuned model's best hybrid on dev, its threads encoded whole or scored by their messages (max-sim)
+    own = outputs.fusion[outputs.fusion["model"].isin(["fine_tuned", maxsim_name("fine_tuned")])] if not outputs.fusion.empty else outputs.fusion
+    tuned = recommended_hybrid(own, eval_set=OWN_EVAL_SET) if not own.empty else None
     settings = None
     if tuned is not None:
         settings = write_retriever_settings(
@@ -238,6 +278,7 @@ def publish_report(outputs: EvaluationOutputs, model_summary: Mapping, out_dir: 
             chosen_on="dev split, pseudonymised protocol",
             scope=tuned["scope"],
             fingerprint=model_fingerprint(model_summary["checkpoint_dir"]),  # the weight belongs to this checkpoint
+            maxsim=outputs.maxsim_aggregation if is_maxsim(tuned["dense_model"]) else None,
         )
     card = write_model_card(dict(model_summary), out_dir / "model_card.md", report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
     return PublishedReport(improvement=improvement, recommended=recommended, model_card=card, retriever_settings=settings)
@@ -251,23 +292,27 @@ def compare_with_base(
     n_resamples: int = 300,
     log: Log = None,
 ) -> pd.DataFrame:
-    """MRR@10 of the fine-tuned and base models at their full dim on ``sets``, per (source, task).
+    """MRR@10 of the fine-tuned and base models at their full dim on ``sets``, per (eval_set, source, task):
+    every protocol (view of how speakers are written) the sets hold is compared on its own.
 
-    Returns one row per (source, task): ``base``, ``fine_tuned``, ``delta`` and the paired
+    Returns one row per (eval_set, source, task): ``base``, ``fine_tuned``, ``delta`` and the paired
     bootstrap CI of the delta (``delta_ci_low``, ``delta_ci_high``), and ``n``.
     """
+    columns = ["eval_set", "source", "task", "base", "fine_tuned", "delta", "delta_ci_low", "delta_ci_high", "n"]
     if sets.empty:
-        return pd.DataFrame(columns=["source", "task", "base", "fine_tuned", "delta", "delta_ci_low", "delta_ci_high", "n"])
+        return pd.DataFrame(columns=columns)
     dim = min(fine_tuned.max_dim, base.max_dim)
     quiet = log or (lambda m: None)
-    out = run_evaluation(sets, {"fine_tuned": fine_tuned, "base": base}, dims=(dim,), include_bm25=False, n_resamples=n_resamples, log=quiet)
-    res = out.results[out.results["metric"] == "mrr@10"].pivot_table(index=["source", "task"], columns="model", values="value")
-    n = out.results[out.results["metric"] == "mrr@10"].groupby(["source", "task"])["n"].max()
+    out = run_evaluation(sets, {"fine_tuned": fine_tuned, "base": base}, dims=(dim,), include_bm25=False, n_resamples=n_resamples, maxsim=False, log=quiet)
+    keys = ["eval_set", "source", "task"]
+    mrr = out.results[out.results["metric"] == "mrr@10"]
+    frame = mrr.pivot_table(index=keys, columns="model", values="value").rename(columns=str).reset_index()
+    n = mrr.groupby(keys)["n"].max()
     cmp = out.comparisons
-    cmp = cmp[(cmp["metric"] == "mrr@10") & (cmp["model"] == "fine_tuned") & (cmp["reference"] == "base")].set_index(["source", "task"])
-    frame = res.rename(columns=str).reset_index()
+    cmp = cmp[(cmp["metric"] == "mrr@10") & (cmp["model"] == "fine_tuned") & (cmp["reference"] == "base")].set_index(keys)
+    index = list(zip(frame["eval_set"], frame["source"], frame["task"]))
     frame["delta"] = frame["fine_tuned"] - frame["base"]
-    frame["delta_ci_low"] = [cmp.loc[(s, t), "ci_low"] if (s, t) in cmp.index else float("nan") for s, t in zip(frame["source"], frame["task"])]
-    frame["delta_ci_high"] = [cmp.loc[(s, t), "ci_high"] if (s, t) in cmp.index else float("nan") for s, t in zip(frame["source"], frame["task"])]
-    frame["n"] = [int(n.loc[(s, t)]) for s, t in zip(frame["source"], frame["task"])]
-    return frame[["source", "task", "base", "fine_tuned", "delta", "delta_ci_low", "delta_ci_high", "n"]]
+    frame["delta_ci_low"] = [cmp.loc[k, "ci_low"] if k in cmp.index else float("nan") for k in index]
+    frame["delta_ci_high"] = [cmp.loc[k, "ci_high"] if k in cmp.index else float("nan") for k in index]
+    frame["n"] = [int(n.loc[k]) for k in index]
+    return frame[columns]

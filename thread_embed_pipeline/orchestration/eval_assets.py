@@ -31,7 +31,9 @@ class EvalSetsConfig(dg.Config):
     """Protocols (how speakers are written) and tasks: the reference pools (1 positive + up to 99
     random distractors), concurrent threads and, optionally, full-corpus thread retrieval."""
 
-    protocols: list[str] = list(DEFAULT_EVAL_PROTOCOLS)  # of "pseudonymised", "names_visible", "per_conversation"
+    # of "pseudonymised" (the default: what the model trains on, exported), "names_visible" (configs/names_visible.yaml),
+    # "per_conversation" (the reference's pseudonyms), "speaker_free" (queries without their speaker prefix, as a user types)
+    protocols: list[str] = list(DEFAULT_EVAL_PROTOCOLS)
     tasks: list[str] = list(DEFAULT_EVAL_TASKS)
     thread_min_messages: int = 8
     response_min_messages: int = 12
@@ -44,11 +46,10 @@ class EvalSetsConfig(dg.Config):
 
 
 class DevEvalSetsConfig(EvalSetsConfig):
-    """The same protocols on the dev split: what hybrid weights and the model check are chosen on.
-    Thread and concurrent-thread only, 60 queries per set, so the main job keeps its time target on
-    a CPU without bf16; a test set of a task not on dev (response) takes the global weight."""
+    """The same protocols on the dev split: what hybrid weights, the max-sim aggregation and the model
+    check are chosen on. 60 queries per set, so the main job keeps its time target on a CPU without bf16."""
 
-    tasks: list[str] = ["thread", "concurrent_thread"]
+    tasks: list[str] = ["thread", "concurrent_thread", "response"]
     max_queries_per_set: Optional[int] = 60
 
 
@@ -67,6 +68,8 @@ class EvalReportConfig(dg.Config):
     # the fine-tuned model's vectors also scored in an int8 / binary index, with and without
     # rescoring (rows fine_tuned@<precision>; the dims x precision table); costs no extra encoding
     embedding_precisions: list[str] = list(PRECISIONS)
+    # <model>·maxsim rows: a thread scored by its messages, each encoded on its own (aggregation chosen on dev)
+    maxsim: bool = True
     batch_size: int = ENCODE_BATCH_SIZE
     bootstrap_resamples: int = 1000
     seed: int = 0
@@ -231,6 +234,7 @@ def build_eval_report_asset(external_sets: list[ExternalEvalSet], platforms: Map
             n_resamples=config.bootstrap_resamples,
             seed=config.seed,
             precisions={"fine_tuned": check_precisions(config.embedding_precisions)},
+            maxsim=config.maxsim,
             log=context.log.info,
         )
         outputs.results = label_results(outputs.results, platforms, platform_of)
@@ -254,6 +258,8 @@ def _report_metadata(outputs: EvaluationOutputs, published: PublishedReport, *, 
         ),
         "thread_mrr10_vs_base": table(improvement) if not improvement.empty else "no thread eval sets",
         "hybrid_weights_chosen_on_dev": table(_full_dim(outputs.fusion)) if not outputs.fusion.empty else "no hybrid rows",
+        "maxsim_aggregation": outputs.maxsim_aggregation or "off",
+        "maxsim_chosen_on_dev": table(outputs.maxsim_dev) if not outputs.maxsim_dev.empty else "no dev sets with messages",
         "dims_x_precision": _precision_panel(outputs.results),
         "training_platforms": ", ".join(platforms) or "unknown",
         "skipped_models": ", ".join(skipped) if skipped else "none",

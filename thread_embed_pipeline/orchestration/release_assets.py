@@ -144,7 +144,7 @@ def build_search_index_asset(source: str) -> dg.AssetsDefinition:
         except (FileNotFoundError, ValueError) as err:
             raise dg.Failure(description=str(err)) from None
         preview = text[text["split"] == config.split] if config.split != "all" else text
-        meta = {k: summary[k] for k in ("threads", "messages", "split", "model", "dim", "precision", "weight")}
+        meta = {k: summary[k] for k in ("threads", "messages", "split", "model", "dim", "precision", "weight", "maxsim")}
         meta["model_fingerprint"] = summary["model_fingerprint"][:12]
         meta["megabytes"] = round(summary["bytes"] / 1e6, 2)
         meta["index"] = dg.MetadataValue.path(summary["path"])

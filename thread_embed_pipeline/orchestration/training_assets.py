@@ -79,6 +79,7 @@ class ModelConfig(dg.Config):
     # seconds of optimizer steps, sized from the step time measured in the first steps; None trains every pair
     time_budget_s: Optional[float] = _CPU.time_budget_s
     frozen_layers: int = _CPU.frozen_layers  # freeze the embeddings and the lowest N layers: cheaper steps
+    speaker_dropout: float = _CPU.speaker_dropout  # each pair side loses its "speaker_<k>: " prefixes with this probability
     # processes on this node: 1 runs the training program alone, N > 1 under `torchrun --nproc_per_node N`
     # (DDP: batch_size is per process, the loss gathers every process's negatives; docs/deploy.md)
     nproc_per_node: int = 1
