@@ -66,6 +66,10 @@ class HybridRetriever:
         self.dim = int(dim) if dim is not None else full
         self.maxsim = check_aggregation(maxsim) if maxsim is not None else None
         self.batch_size = batch_size
+        # an evaluation embedder of the same model (``.embed(texts, dim)``, e.g. one over the embedding cache
+        # that eval_report filled): when set, index-time encoding goes through it, so texts already
+        # encoded for the eval are not encoded again
+        self.embedder = None
         self._docs: list[str] = []
         self._doc_emb: np.ndarray | None = None
         self._msg_emb: np.ndarray | None = None
@@ -100,6 +104,8 @@ class HybridRetriever:
         return cls(load_sentence_model(str(checkpoint_dir), device=device), **kwargs)
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.embedder is not None:
+            return np.asarray(self.embedder.embed(list(texts), self.dim), dtype=np.float32)
         emb = encode_texts(self.model, list(texts), batch_size=self.batch_size)
         return truncate_and_normalize(np.asarray(emb, dtype=np.float32), self.dim)
 
@@ -251,12 +257,18 @@ def messages_to_read(messages: Sequence[str], query: str, n: int = 3, first: int
     return ([messages[first]] if first is not None else []) + [messages[i] for i in picked]
 
 
-def build_search_index(text: pd.DataFrame, model_path: str | Path, out_path: str | Path, *, split: str = "test", log=print) -> dict:
+def build_search_index(text: pd.DataFrame, model_path: str | Path, out_path: str | Path, *, split: str = "test", cache=None, log=print) -> dict:
     """Index the ``split`` (or ``"all"``) threads of a text-stage table with the checkpoint's dev-chosen
     retriever (:meth:`HybridRetriever.from_checkpoint`) into ``out_path`` (see :func:`load_or_build_index`;
-    an up-to-date index is reused). Returns what the index records."""
+    an up-to-date index is reused). With ``cache`` (an :class:`~.evaluation.embedding_cache.EmbeddingCache`),
+    texts are encoded through it, under the model's fingerprint: the messages eval_report has already
+    encoded with the same model are read, not encoded again. Returns what the index records."""
+    from thread_embed_pipeline.evaluation.embedders import load_local_embedder
+
     documents = thread_documents(text, None if split == "all" else split)
     retriever = HybridRetriever.from_checkpoint(model_path, device="cpu")
+    if cache is not None:
+        retriever.embedder = load_local_embedder(str(model_path), name="search_index", model=retriever.model, cache=cache, log=log, batch_size=retriever.batch_size)
     model_id = model_fingerprint(model_path)
     embeddings, message_embeddings = load_or_build_index(Path(out_path), documents, retriever, model_id=model_id, log=log)
     return {

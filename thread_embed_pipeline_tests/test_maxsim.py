@@ -107,6 +107,29 @@ def test_maxsim_rows_only_for_sets_whose_documents_are_messages():
     assert maxsim_name("bow") not in set(no_maxsim["model"])
 
 
+def test_maxsim_tasks_limit_the_rows_and_the_messages_encoded_to_those_tasks():
+    calls = []
+
+    class Counting(BagOfWords):
+        def embed(self, texts, dim):
+            calls.append(list(texts))
+            return super().embed(texts, dim)
+
+    thread_docs = {"a": ["grub error", "boot"], "b": ["wifi driver", "sound"]}
+    window_docs = {"w1": ["apt lock", "disk mount"], "w2": ["printer cups", "ssh key"]}
+    thread = _with_messages(make_eval_set([("q", "grub boot", ["a", "b"], ["a"])], {d: "\n".join(m) for d, m in thread_docs.items()}), thread_docs)
+    response = make_eval_set([("r", "apt", ["w1", "w2"], ["w1"])], {d: "\n".join(m) for d, m in window_docs.items()}, task="response")
+    frame = pd.concat([thread, _with_messages(response, window_docs)], ignore_index=True)
+    per_query = rank_retrieval(frame, {"bow": Counting()}, dims=[16], include_bm25=False, maxsim_aggregation="max", maxsim_tasks=["thread"])
+    assert set(per_query.loc[per_query["model"] == maxsim_name("bow"), "task"]) == {"thread"}
+    assert set(per_query.loc[per_query["model"] == "bow", "task"]) == {"thread", "response"}
+    assert "grub error" in calls[0] and "apt lock" not in calls[0]  # the response windows' messages are not encoded
+    from thread_embed_pipeline.evaluation.runner import run_evaluation
+
+    with pytest.raises(ValueError, match="maxsim_tasks names unknown tasks"):
+        run_evaluation(frame, {"bow": BagOfWords()}, dims=[16], maxsim_tasks=["threads"])
+
+
 def test_each_unique_message_is_encoded_once_per_dim_in_the_same_call():
     calls = []
 

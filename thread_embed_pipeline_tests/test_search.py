@@ -210,3 +210,36 @@ def test_search_cli_shows_the_matching_message_first_with_a_maxsim_retriever(tin
 
     rows = pq.read_table(tmp_path / "data" / "search" / "mychat__test.messages.parquet")
     assert rows.num_rows == 9 and rows.schema.metadata[b"dim"] == b"16"  # one row per message, beside the threads
+
+
+def test_the_search_index_reads_what_the_eval_encoded_from_the_embedding_cache(tiny_model_dir, tmp_path, monkeypatch):
+    """The messages eval_report encoded with the released model are read from the cache, not encoded
+    again, and the index holds the same vectors as one built without the cache."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from thread_embed_pipeline.evaluation.embedders import load_local_embedder
+    from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
+    from thread_embed_pipeline.search import build_search_index, thread_documents
+    from thread_embed_pipeline.text import TextSettings, prepare_text
+
+    monkeypatch.setenv("THREAD_EMBED_DATA_DIR", str(tmp_path / "data"))
+    release = tmp_path / "release"
+    shutil.copytree(tiny_model_dir, release)
+    write_retriever_settings(release, weight=0.5, dim=16, chosen_on="dev", scope="global", maxsim="max")
+    text, _ = prepare_text(_chat_corpus(), TextSettings())
+    messages = [m for ms in thread_documents(text)["messages"] for m in ms]
+    cache = EmbeddingCache(None)
+    load_local_embedder(str(release), name="fine_tuned", cache=cache).embed(messages, 16)  # what the eval left
+    logged = []
+    build_search_index(text, release, tmp_path / "cached.parquet", cache=cache, log=logged.append)
+    encoded = [line for line in logged if "encoding" in line and "unique texts" in line]
+    assert any(f"{len(set(messages))} of" in line and "found in the embedding cache" in line for line in logged)
+    assert encoded and all(f"encoding {len(set(messages))} " not in line for line in encoded)  # only the thread texts
+    build_search_index(text, release, tmp_path / "plain.parquet", log=lambda _: None)
+    for name in ("cached", "plain"):
+        assert (tmp_path / f"{name}.messages.parquet").is_file()
+    stack = lambda p: np.stack(pq.read_table(p).column("embedding").to_numpy(zero_copy_only=False))  # noqa: E731
+    assert np.allclose(stack(tmp_path / "cached.messages.parquet"), stack(tmp_path / "plain.messages.parquet"), atol=1e-5)
+    assert np.allclose(stack(tmp_path / "cached.parquet"), stack(tmp_path / "plain.parquet"), atol=1e-5)

@@ -228,6 +228,7 @@ def pool_scores(
     bm25: bool = True,
     precisions: Mapping[str, Sequence[str]] | None = None,
     maxsim: bool | Collection[str] = False,
+    maxsim_tasks: Collection[str] | None = None,
     log: Log = None,
 ) -> PoolScores:
     """BM25 (when ``bm25``) and dense pool scores of ``sets`` for every embedder at every dim.
@@ -237,7 +238,8 @@ def pool_scores(
     :mod:`.precision`) adds the scores of those models' quantised indexes, under the names
     ``<model>@<precision>``, from the same embeddings. ``maxsim`` (True: every embedder; or the names
     of some): the messages of every set whose documents have them are embedded too (each unique message
-    once, in the same call) and each pool document's best message cosines kept (``message_top``; :mod:`.maxsim`).
+    once, in the same call) and each pool document's best message cosines kept (``message_top``; :mod:`.maxsim`);
+    ``maxsim_tasks`` (None: every task) limits that to the sets of those tasks.
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
@@ -252,7 +254,7 @@ def pool_scores(
     if not sets:
         return PoolScores(sets=sets, dims=dims, bm25=bm25_scores, dense=dense)
     with_messages = set(embedders) if maxsim is True else set(maxsim or ())
-    message_sets = [rs for rs in sets if rs.has_messages] if with_messages else []
+    message_sets = [rs for rs in sets if rs.has_messages and (maxsim_tasks is None or rs.key[2] in maxsim_tasks)] if with_messages else []
     flat = {rs.key: flatten_messages(rs.doc_messages) for rs in message_sets}
     texts = list(dict.fromkeys(t for rs in sets for t in (*rs.query_texts, *rs.doc_texts)))
     n_documents = len(texts)  # the queries' and documents' texts come first; messages only for the max-sim models
@@ -387,6 +389,7 @@ def rank_retrieval(
     rrf_k: int = 60,
     precisions: Mapping[str, Sequence[str]] | None = None,
     maxsim_aggregation: str | None = None,
+    maxsim_tasks: Collection[str] | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """Per-query metrics of every model on every (eval_set, source, task) at every dim (``PER_QUERY_COLUMNS``).
@@ -400,8 +403,8 @@ def rank_retrieval(
     (logged), and so are the matching fusion rows. BM25 rows repeat identical values at every
     dim. ``precisions`` adds quantised-index rows ``<model>@<precision>`` (:mod:`.precision`).
     ``maxsim_aggregation`` (None: none) adds ``<model>·maxsim`` rows on every set whose documents are
-    messages (:mod:`.maxsim`), and their fusions when the model is in ``hybrids`` (``fusion`` keyed by
-    ``(<model>·maxsim, dim)``). Pure: the inputs are not modified.
+    messages (:mod:`.maxsim`; ``maxsim_tasks``: only on the sets of those tasks), and their fusions when the
+    model is in ``hybrids`` (``fusion`` keyed by ``(<model>·maxsim, dim)``). Pure: the inputs are not modified.
     """
     dims = _check_dims(dims)
     _check_model_names(list(embedders))
@@ -417,7 +420,7 @@ def rank_retrieval(
     sets = prepare_sets(eval_sets)
     if not sets:
         return _empty_per_query()
-    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), precisions=precisions, maxsim=maxsim_aggregation is not None, log=log)
+    scores = pool_scores(sets, embedders, dims, bm25=bool(include_bm25 or hybrids), precisions=precisions, maxsim=maxsim_aggregation is not None, maxsim_tasks=maxsim_tasks, log=log)
     models = _model_rows(embedders, precisions)
     if maxsim_aggregation is not None:
         scores = add_maxsim(scores, maxsim_aggregation)
@@ -465,6 +468,7 @@ def evaluate_retrieval(
     seed: int = 0,
     precisions: Mapping[str, Sequence[str]] | None = None,
     maxsim_aggregation: str | None = None,
+    maxsim_tasks: Collection[str] | None = None,
     log: Log = None,
 ) -> pd.DataFrame:
     """``summarize(rank_retrieval(...))``; call the two yourself to keep the per-query rows."""

@@ -12,7 +12,7 @@ its weight is tuned per (model, dim) on the dev queries, never on the eval (test
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.evaluation.maxsim import AGGREGATIONS, DEFAULT_AGGREGATION, SUFFIX, choose_aggregation, is_maxsim, maxsim_name
 from thread_embed_pipeline.evaluation.retrieval import add_maxsim, maxsim_dev_table, prepare_sets, rank_retrieval, pool_scores, summarize
 from thread_embed_pipeline.evaluation.statistics import compare_models
-from thread_embed_pipeline.schemas import OWN_EVAL_SET, Log
+from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, Log
 from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 
 NO_DEV_SETS_NOTE = (
@@ -170,13 +170,17 @@ def run_evaluation(
     seed: int = 0,
     precisions: Mapping[str, Sequence[str]] | None = None,
     maxsim: bool = True,
+    maxsim_tasks: Collection[str] | None = None,
     log: Log = print,
 ) -> EvaluationOutputs:
     """Rank ``eval_sets``, summarise and compare. ``dev_sets`` (same schema) are only used to tune the
     ``hybrid:`` fusion weights and to choose the max-sim aggregation; their queries never appear in
     ``per_query`` / ``results``. ``precisions`` adds quantised-index rows ``<model>@<precision>``
     (:mod:`.precision`). ``maxsim`` adds ``<model>·maxsim`` rows for every local or API model on every set
-    whose documents are messages (:mod:`.maxsim`; without dev sets, the ``max`` aggregation)."""
+    whose documents are messages (:mod:`.maxsim`; without dev sets, the ``max`` aggregation); ``maxsim_tasks``
+    limits those test rows to the sets of some tasks (dev still scores every task, for the aggregation table)."""
+    if maxsim_tasks is not None and (unknown := sorted(set(maxsim_tasks) - set(EVAL_TASKS))):
+        raise ValueError(f"maxsim_tasks names unknown tasks {unknown}; expected a subset of {EVAL_TASKS}")
     notes = list(notes)
     hybrids = [name for name in hybrid_with if name in embedders] if include_bm25 else []
     dev = DevChoices(fusion={})
@@ -191,7 +195,7 @@ def run_evaluation(
         notes.append(f"max-sim rows (<model>{SUFFIX}): a document is scored by its messages, aggregation {aggregation} " + ("(chosen on dev)" if dev.maxsim_aggregation else "(no dev sets: the default)"))
     precisions = {name: p for name, p in (precisions or {}).items() if name in embedders and p}
     per_query = rank_retrieval(
-        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, precisions=precisions, maxsim_aggregation=aggregation, log=log
+        eval_sets, embedders, dims=dims, include_bm25=include_bm25, hybrids=hybrids, fusion=fusion, precisions=precisions, maxsim_aggregation=aggregation, maxsim_tasks=maxsim_tasks, log=log
     )
     log(f"bootstrap CIs and paired tests over {len(per_query)} query rows")
     results = summarize(per_query, n_resamples=n_resamples, seed=seed)

@@ -14,6 +14,7 @@ from typing import Optional
 import dagster as dg
 
 from thread_embed_pipeline import storage
+from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.onnx_export import export_onnx
 from thread_embed_pipeline.orchestration.automation import versioned_output
 from thread_embed_pipeline.orchestration.keys import text_key
@@ -140,7 +141,9 @@ def build_search_index_asset(source: str) -> dg.AssetsDefinition:
             raise dg.Failure(description=f"split must be train, dev, test or all, got {config.split!r}")
         release = storage.data_dir() / "release" / "model"
         try:
-            summary = build_search_index(text, release, index_path(source, config.split), split=config.split, log=context.log.info)
+            # through the embedding cache: the test messages eval_report encoded with this model are not encoded again
+            with EmbeddingCache(storage.data_dir() / "embedding_cache.duckdb") as cache:
+                summary = build_search_index(text, release, index_path(source, config.split), split=config.split, cache=cache, log=context.log.info)
         except (FileNotFoundError, ValueError) as err:
             raise dg.Failure(description=str(err)) from None
         preview = text[text["split"] == config.split] if config.split != "all" else text
