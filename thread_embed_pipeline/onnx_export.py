@@ -1,15 +1,21 @@
 """ONNX export of a checkpoint (fp32 and dynamic int8) and CPU inference through ONNX Runtime.
 
 The files follow the Hub layout sentence-transformers' ``backend="onnx"`` reads: ``onnx/model.onnx``
-(fp32, with ONNX Runtime's transformer fusions: skip-layer-norm, bias-GELU) and ``onnx/model_qint8.onnx``
-(the MatMul weights in int8 per output channel, activations quantised at run time), each with inputs ``input_ids``,
-``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them) and output
-``last_hidden_state``, dynamic in batch and sequence length.
+(fp32, with ONNX Runtime's BERT fusions: embedding + layer norm, multi-head ``Attention``, skip-layer-norm,
+bias-GELU) and ``onnx/model_qint8.onnx`` (the MatMul and Attention weights in int8 per output channel,
+activations quantised at run time), each with inputs ``input_ids``, ``attention_mask`` (and
+``token_type_ids`` when the tokenizer makes them) and output ``last_hidden_state``, dynamic in batch and
+sequence length.
+
+Why the attention fuses: the graph is traced with the TorchScript exporter (``dynamo=False``) from the
+model loaded with ``attn_implementation="eager"``, the pattern ONNX Runtime's transformer optimizer
+matches. The dynamo exporter, or the default SDPA attention, leaves the attention as loose MatMul /
+Softmax nodes (measured: no ``Attention`` node either way; docs/inference.md).
 
 Why not sentence-transformers' own export: ``backend="onnx"`` and its export helpers go through
 ``optimum-onnx``, whose only release (0.1.0) needs ``transformers<4.58``, while sentence-transformers 6
 needs ``transformers>=5``, so ``sentence-transformers[onnx]`` cannot be installed next to it. The export
-here is ``torch.onnx.export`` (the dynamo exporter) and ``onnxruntime.quantization.quantize_dynamic``;
+here is ``torch.onnx.export`` and ``onnxruntime.quantization.quantize_dynamic``;
 :func:`load_onnx_model` runs a file inside the checkpoint's own ``SentenceTransformer``, whose transformer
 module calls an ONNX Runtime session instead of PyTorch, the way the ``onnx`` backend plugs Optimum's
 ``ORTModelForFeatureExtraction`` in. Tokenizer, pooling and normalisation stay sentence-transformers'.
@@ -23,6 +29,7 @@ import functools
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +42,7 @@ ONNX_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_qint8.onnx"
 # report name suffix -> file, in the order they are scored
 ONNX_VARIANTS: dict[str, str] = {"onnx": ONNX_FILE, "onnx_int8": INT8_FILE}
-OPSET = 18
+OPSET = 17  # the TorchScript exporter's graphs at opset 17 are what ONNX Runtime's BERT fusions match
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # texts the export traces with and checks the ONNX outputs on (any texts work: shapes are dynamic)
 _PROBE_TEXTS = (
@@ -54,6 +61,7 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, opset: int = OPSE
     few texts; the returned summary has, per variant, the file, its bytes and the smallest cosine
     between its sentence embeddings and PyTorch's (``min_cosine_vs_pytorch``).
     """
+    import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -63,7 +71,10 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, opset: int = OPSE
     if not (model_dir / "modules.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a Sentence Transformers checkpoint (no modules.json)")
     model = SentenceTransformer(str(model_dir), device="cpu").eval()
-    transformer = model[0]
+    # the traced copy uses eager attention (same weights, same outputs): its graph is the pattern ONNX
+    # Runtime fuses into Attention nodes; SDPA's is not
+    traced = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"attn_implementation": "eager"}).eval()
+    transformer = traced[0]
     backbone = transformer.model
     features = model.preprocess(list(_PROBE_TEXTS))
     names = [n for n in _INPUTS if n in features]
@@ -82,28 +93,36 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, opset: int = OPSE
     try:
         shutil.copytree(model_dir, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "onnx"))
         (staging / "onnx").mkdir()
-        batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+        dynamic = {n: {0: "batch_size", 1: "sequence_length"} for n in [*names, "last_hidden_state"]}
         start = time.perf_counter()
-        with torch.no_grad():
-            program = torch.onnx.export(
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch marks the TorchScript exporter (and helpers inside it) deprecated; it is the one whose graph
+            # fuses (module docstring), so its deprecation notices are silenced for this call only
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # the attention mask's indexing exports as Gather ops that need non-negative indices, which it
+            # has; the outputs are checked against PyTorch below
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+            torch.onnx.export(
                 _LastHiddenState(backbone).eval(),
-                args=tuple(features[n] for n in names),
+                tuple(features[n] for n in names),
+                str(staging / ONNX_FILE),
                 input_names=names,
                 output_names=["last_hidden_state"],
-                dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                dynamic_axes=dynamic,
                 opset_version=opset,
-                dynamo=True,
-                verbose=False,
+                dynamo=False,
             )
-        program.save(str(staging / ONNX_FILE), external_data=False)
-        fused = _fuse(staging / ONNX_FILE, getattr(backbone.config, "model_type", ""))
+        fused = _fuse(staging / ONNX_FILE, backbone.config)
         exported_s = time.perf_counter() - start
         if log:
             log(f"exported {ONNX_FILE} (opset {opset}, fused: {fused or 'none'}) in {exported_s:.1f} s")
         start = time.perf_counter()
-        # per-channel int8 MatMul weights: per-tensor scales cost the fine-tuned MiniLM 0.05 of cosine to
-        # fp32 (mean 0.954 against 0.996 on 256 chat texts), and quantising Gather/Attention adds nothing
-        quantize_dynamic(staging / ONNX_FILE, staging / INT8_FILE, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        # per-channel int8 weights: per-tensor scales cost the fine-tuned MiniLM 0.03-0.05 of cosine to
+        # fp32 (mean 0.967 against 0.993 on 600 chat messages, docs/inference.md)
+        quantize_dynamic(
+            staging / ONNX_FILE, staging / INT8_FILE, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"], extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
         quantized_s = time.perf_counter() - start
         reference = model.encode(list(_PROBE_TEXTS), convert_to_numpy=True, normalize_embeddings=True)
         variants = {}
@@ -123,14 +142,16 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, opset: int = OPSE
     return {"folder": str(out_dir), "opset": opset, "inputs": names, "fused": fused, "export_s": round(exported_s, 2), "quantize_s": round(quantized_s, 2), "variants": variants}
 
 
-def _fuse(path: Path, model_type: str) -> dict[str, int]:
-    """Rewrite ``path`` with ONNX Runtime's transformer optimizer (fused layer norms, GELU, attention
-    where it matches) for the architectures it knows; returns the fused operator counts (empty: left as is)."""
+def _fuse(path: Path, config) -> dict[str, int]:
+    """Rewrite ``path`` with ONNX Runtime's transformer optimizer (fused embeddings and layer norms, GELU,
+    attention) for the architectures it knows; returns the fused operator counts (empty: left as is)."""
     from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
 
+    model_type = getattr(config, "model_type", "")
     if model_type not in MODEL_TYPES:
         return {}
-    optimized = optimize_model(str(path), model_type=model_type, num_heads=0, hidden_size=0)
+    heads, hidden = int(getattr(config, "num_attention_heads", 0) or 0), int(getattr(config, "hidden_size", 0) or 0)
+    optimized = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden)
     optimized.save_model_to_file(str(path))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 

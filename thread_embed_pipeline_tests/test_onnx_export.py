@@ -28,6 +28,15 @@ def test_export_writes_fp32_and_int8_files_beside_the_checkpoint_files(exported,
     # the int8 file is smaller: its MatMul weights are one byte each
     assert exported["variants"]["onnx_int8"]["bytes"] < exported["variants"]["onnx"]["bytes"]
     assert exported["variants"]["onnx"]["min_cosine_vs_pytorch"] >= 0.9999
+    # ONNX Runtime fused each layer's attention into one Attention node (what makes the export fast)
+    import json
+
+    layers = json.loads((tiny_model_dir / "config.json").read_text())["num_hidden_layers"]
+    assert exported["fused"].get("Attention") == layers and exported["fused"].get("SkipLayerNormalization")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(Path(folder) / INT8_FILE)).graph.node}
+    assert "QAttention" in ops and "MatMulInteger" in ops  # the attention weights are int8 too
 
 
 def test_onnx_models_match_pytorch_on_texts_and_batch_sizes_never_seen_at_export(exported, tiny_model_dir):
