@@ -22,6 +22,7 @@ from thread_embed_pipeline.orchestration.keys import raw_key, upstream_key
 from thread_embed_pipeline.orchestration.eval_assets import build_eval_report_asset, build_eval_sets_assets, build_external_eval_asset, eval_exports
 from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY, HubResource, build_search_index_asset, model_onnx, release_model
 from thread_embed_pipeline.orchestration.disentangle_assets import SOURCE as DISENTANGLER_SOURCE, disentanglement_assets, disentanglement_key
+from thread_embed_pipeline.orchestration.search_assets import GROUP as SEARCH_GROUP, build_message_index_asset
 from thread_embed_pipeline.orchestration.source_chain import LINKING_SCORER, source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_model_asset, build_training_pairs_asset
 from thread_embed_pipeline.orchestration.checks import all_checks
@@ -54,9 +55,9 @@ def enabled_streamed_sources(value: str | None = None) -> tuple[str, ...]:
     return tuple(n for n in HF_SOURCES if n in names)
 
 
-OPT_IN = dg.AssetSelection.groups("disentanglement")  # in no job but its own (and all_sources_job)
+OPT_IN = dg.AssetSelection.groups("disentanglement", SEARCH_GROUP)  # in no job but their own (and all_sources_job)
 # group names a user source may not take
-RESERVED_NAMES = frozenset({"training", "evaluation", "release", "disentanglement", "search_index", *ALL_SOURCES})
+RESERVED_NAMES = frozenset({"training", "evaluation", "release", "disentanglement", "search_index", SEARCH_GROUP, *ALL_SOURCES})
 
 
 EXECUTOR_ENV = "THREAD_EMBED_EXECUTOR"
@@ -185,6 +186,11 @@ def build_definitions(
         selection=dg.AssetSelection.groups("disentanglement"),
         description="Conversation disentanglement of the IRC test files with the fine-tuned model, the base model and no embeddings (the ablation); see docs/results.md.",
     )
+    message_index_job = dg.define_asset_job(
+        "message_index_job",
+        selection=dg.AssetSelection.groups(SEARCH_GROUP),
+        description="Index every message of every file source with the released model (LanceDB, ANN); incremental after the first build. About an hour on 2 CPU cores the first time.",
+    )
     source_chain_jobs = [
         dg.define_asset_job(
             f"refresh_{name}",
@@ -208,6 +214,7 @@ def build_definitions(
             release_model,
             # the file sources and exports have a text stage (threads to show); the streamed ones go corpus → pairs
             *[build_search_index_asset(name) for name in file_sources],
+            build_message_index_asset(file_sources),
             *(disentanglement_assets() if DISENTANGLER_SOURCE in mirrored else []),
         ],
         asset_checks=all_checks(streamed, [u.name for u in user], mirrored),
@@ -225,7 +232,7 @@ def build_definitions(
                 **{name: _secret(variable) if name in SECRET_FIELDS else os.environ.get(variable) for name, variable in API_ENVIRONMENT.items()}
             ),
         },
-        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, *([disentangle_job] if DISENTANGLER_SOURCE in mirrored else []), *source_chain_jobs],
+        jobs=[main_job, all_sources_job, sources_parallel_job, observe_sources_job, retrain_job, release_job, message_index_job, *([disentangle_job] if DISENTANGLER_SOURCE in mirrored else []), *source_chain_jobs],
         schedules=schedules,
         sensors=[automation_sensor],
         executor=default_executor,

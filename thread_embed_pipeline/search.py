@@ -289,6 +289,36 @@ def _default_model() -> str:
     raise FileNotFoundError(f"no model: materialise `model` (or `release/model`), or pass --model (looked in {release} and {summary})")
 
 
+def _search_message_index(args, parser) -> int:
+    """``--index messages``: the workspace's message index (:mod:`.message_index`), answered thread by thread."""
+    from thread_embed_pipeline.message_index import MessageIndex, default_index_dir
+    from thread_embed_pipeline.text import redact_text
+    from thread_embed_pipeline.training import load_sentence_model
+
+    try:
+        index = MessageIndex(default_index_dir())
+    except FileNotFoundError as err:
+        parser.error(f"{err}; materialise it with the job message_index_job")
+    model_path = args.model or _default_model()
+    model = load_sentence_model(model_path, device="cpu")
+    if Path(model_path).is_dir() and model_fingerprint(model_path, max_seq_length=getattr(model, "max_seq_length", None)) != index.model_id:
+        parser.error(f"the message index was built with another model than {model_path}: rematerialise message_index")
+    weight = args.weight
+    if weight is None:
+        settings = Path(model_path) / SETTINGS_FILE
+        weight = json.loads(settings.read_text(encoding="utf-8"))["weight"] if settings.is_file() else 0.5
+    query, _ = redact_text(args.query)
+    vector = truncate_and_normalize(np.asarray(model.encode([query], convert_to_numpy=True), dtype=np.float32), index.dim)[0]
+    hits = index.thread_hits(query, vector, weight=weight, k=args.k)
+    threads = index.thread_messages([h.conversation_id for h in hits])
+    for rank, hit in enumerate(hits, start=1):
+        messages = threads[hit.conversation_id]
+        print(f"{rank}. {hit.conversation_id}  (score {hit.score:.3f}, {len(messages)} messages, all)")
+        for j, line in enumerate(messages_to_read(messages, query, args.messages, first=hit.message)):
+            print(f"   {'  > ' if j == 0 else '    '}{line[:200]}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m thread_embed_pipeline.search "how do I fix a broken apt install" --source irc_disentangle --k 5``."""
     import argparse
@@ -305,9 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="a checkpoint folder or model name (default: data/release/model, else the model asset's checkpoint)")
     parser.add_argument("--weight", type=float, help="the dense share of the fusion (default: the dev-chosen weight in hybrid_retriever.json)")
     parser.add_argument("--dim", type=int, help="the Matryoshka dim (default: the dev-chosen one, else the model's)")
+    parser.add_argument("--index", choices=("threads", "messages"), default="threads", help="threads (default): a source's threads, indexed on first use; messages: the message_index asset (every message of every source, ANN)")
     args = parser.parse_args(argv)
     if args.k < 1 or args.messages < 1:
         parser.error("--k and --messages must be at least 1")
+    if args.index == "messages":
+        return _search_message_index(args, parser)
 
     if args.corpus:
         text, _ = prepare_text(pd.read_parquet(args.corpus), TextSettings())

@@ -35,8 +35,9 @@ CODE_VERSIONS: dict[str, str] = {
     "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
     "onnx": "2",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8 (v2: TorchScript export of eager attention, fused Attention nodes, int8 attention weights)
     "search_index": "5",  # search_index/<source>: the threads embedded by the released model (v2: schemas.py changed, same index; v3: schemas.py changed, same index; v4: message embeddings beside the threads, max-sim retriever; v5: encodes through the eval's embedding cache, same index)
+    "message_index": "1",  # message_index: every message in LanceDB with an ANN index, updated incrementally
     "disentanglement": "5",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison (v3: the text stage pseudonymises every mention; v4: link_export_timelines for user exports, same scorer and links; v5: schemas.py changed (eval set messages), same output)
-    "eval_report": "8",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions; v6: platforms of user sources, the note on predicted labels; same numbers; v7: max-sim rows and hybrids, aggregation chosen on dev, token-budget encoding batches; v8: max-sim rows only on the thread tasks, not response: dev prefers the windows as one text)
+    "eval_report": "9",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions; v6: platforms of user sources, the note on predicted labels; same numbers; v7: max-sim rows and hybrids, aggregation chosen on dev, token-budget encoding batches; v8: max-sim rows only on the thread tasks, not response: dev prefers the windows as one text; v9: onnx_export.py changed (fused attention), same numbers)
 }
 
 # the user-export package: its shared modules and one reader per format (sources/exports/formats.py)
@@ -57,6 +58,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "release": ("release.py",),
     "onnx": ("onnx_export.py",),
     "search_index": ("search.py", "schemas.py"),
+    "message_index": ("message_index.py", "schemas.py"),
     "disentanglement": ("disentangle.py", "evaluation/disentanglement.py", "text/prepare.py", "text/redact.py", "text/speakers.py", "schemas.py"),
     "eval_report": (
         "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
