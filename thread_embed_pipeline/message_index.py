@@ -55,7 +55,7 @@ class IndexSettings:
     num_partitions: int | None = None  # IVF partitions; None: about one per 20,000 rows
     m: int = 20  # HNSW links per node
     ef_construction: int = 150
-    ef: int = 64  # HNSW search width at query time
+    ef: int = 64  # HNSW search width at query time (at least k * refine_factor)
     nprobes: int = 4  # IVF partitions read per query
     refine_factor: int = 4  # candidates re-ranked on float32 vectors, as a multiple of k
     candidates: int = 200  # messages a thread query reads before grouping them into threads
@@ -230,7 +230,9 @@ class MessageIndex:
         if exact or not self.table.list_indices():
             query = query.bypass_vector_index()
         else:
-            query = query.nprobes(self.settings.nprobes).ef(self.settings.ef).refine_factor(self.settings.refine_factor)
+            # HNSW must hold at least the k * refine_factor candidates it hands to the re-ranking
+            ef = max(self.settings.ef, k * self.settings.refine_factor)
+            query = query.nprobes(self.settings.nprobes).ef(ef).refine_factor(self.settings.refine_factor)
         found = query.to_pandas()
         found["score"] = 1.0 - found.pop("_distance")
         return found
