@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=384)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--messages", type=int, default=600, help="real chat messages for the message throughput (what a message index encodes)")
+    parser.add_argument("--no-quality", action="store_true", help="throughput only (the MRR@10 part encodes every eval text with every variant)")
     parser.add_argument("--out", type=Path, default=Path("docs/onnx_inference.json"))
     args = parser.parse_args()
 
@@ -48,14 +50,28 @@ def main() -> None:
     sets = sets[(sets["eval_set"] == OWN_EVAL_SET) & sets["task"].isin(["thread", "concurrent_thread"])]
     docs = sets.loc[sets["record_type"] == "document", "text"].drop_duplicates()
     sample = sorted(docs.sample(n=min(args.texts, len(docs)), random_state=0), key=len, reverse=True)
+    all_messages = pd.Series([m for ms in sets.loc[sets["record_type"] == "document", "messages"] for m in ms]).drop_duplicates()
+    messages = all_messages.sample(n=min(args.messages, len(all_messages)), random_state=0).tolist()
 
     specs = {"pytorch_fp32": str(checkpoint), **onnx_specs(onnx_folder, "fine_tuned")}
     models = {name: load_sentence_model(spec, device="cpu") for name, spec in specs.items()}
-    speed = {}
+    speed, message_speed = {}, {}
     for name, model in models.items():
         texts_per_second(model, sample[: args.batch], batch_size=args.batch)  # warm-up
         speed[name] = round(texts_per_second(model, sample, batch_size=args.batch, repeats=args.repeats), 2)
-        print(f"{name}: {speed[name]} texts/s")
+        message_speed[name] = round(texts_per_second(model, messages, batch_size=args.batch, repeats=args.repeats), 2)
+        print(f"{name}: {speed[name]} thread texts/s, {message_speed[name]} messages/s")
+    reference = models["pytorch_fp32"].encode(messages, batch_size=args.batch, normalize_embeddings=True)
+    message_cosine = {}
+    for name, model in models.items():
+        got = model.encode(messages, batch_size=args.batch, normalize_embeddings=True)
+        cos = (got * reference).sum(axis=1)
+        message_cosine[name] = {"min": round(float(cos.min()), 4), "mean": round(float(cos.mean()), 5)}
+    if args.no_quality:
+        report = {"texts_per_s": speed, "messages_per_s": message_speed, "message_cosine_vs_pytorch": message_cosine, "export": export, "texts": len(sample), "messages": len(messages)}
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return
 
     cache = EmbeddingCache(data / "embedding_cache.duckdb")
     embedders = {name: load_local_embedder(specs[name], name=name, model=model, cache=cache, log=print) for name, model in models.items()}
@@ -77,6 +93,10 @@ def main() -> None:
         "max_seq_length": int(models["pytorch_fp32"].max_seq_length),
         "texts_per_s": speed,
         "speedup_vs_pytorch": {name: round(v / speed["pytorch_fp32"], 2) for name, v in speed.items()},
+        "messages": len(messages),
+        "messages_per_s": message_speed,
+        "message_speedup_vs_pytorch": {name: round(v / message_speed["pytorch_fp32"], 2) for name, v in message_speed.items()},
+        "message_cosine_vs_pytorch": message_cosine,
         "export": export,
         "mrr10": mrr.round(4).to_dict(orient="records"),
         "max_abs_mrr10_delta": {name: round(float(mrr[f"{name} - pytorch"].abs().max()), 4) for name in ("fine_tuned_onnx", "fine_tuned_onnx_int8")},
