@@ -31,6 +31,25 @@ from thread_embed_pipeline.onnx_export import export_onnx, onnx_specs, texts_per
 from thread_embed_pipeline.training import load_sentence_model  # noqa: E402
 
 
+class _FastembedModel:
+    """fastembed's ``TextEmbedding`` on a local export (``specific_model_path``: nothing fetched), with the
+    ``encode`` signature ``texts_per_second`` calls. It tokenises with the folder's tokenizer files and
+    truncates at ``min(model_max_length, max_length)`` of tokenizer_config.json."""
+
+    def __init__(self, folder: Path, file: str, *, dim: int) -> None:
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        name = "local/thread-embed-export"
+        TextEmbedding.add_custom_model(model=name, pooling=PoolingType.MEAN, normalization=True, sources=ModelSource(hf=name), dim=dim, model_file=file)
+        self.model = TextEmbedding(model_name=name, specific_model_path=str(folder), threads=__import__("torch").get_num_threads())
+
+    def encode(self, texts, batch_size=32, **_):
+        import numpy as np
+
+        return np.array(list(self.model.embed(list(texts), batch_size=batch_size)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the model asset's)")
@@ -38,6 +57,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--messages", type=int, default=600, help="real chat messages for the message throughput (what a message index encodes)")
+    parser.add_argument("--fastembed", action="store_true", help="also fastembed on the fused fp32 file, offline (pip install fastembed); throughput and cosine only")
     parser.add_argument("--no-quality", action="store_true", help="throughput only (the MRR@10 part encodes every eval text with every variant)")
     parser.add_argument("--out", type=Path, default=Path("docs/onnx_inference.json"))
     args = parser.parse_args()
@@ -55,15 +75,18 @@ def main() -> None:
 
     specs = {"pytorch_fp32": str(checkpoint), **onnx_specs(onnx_folder, "fine_tuned")}
     models = {name: load_sentence_model(spec, device="cpu") for name, spec in specs.items()}
+    timed = dict(models)
+    if args.fastembed:
+        timed["fastembed_onnx"] = _FastembedModel(onnx_folder, "onnx/model.onnx", dim=models["pytorch_fp32"].get_embedding_dimension())
     speed, message_speed = {}, {}
-    for name, model in models.items():
+    for name, model in timed.items():
         texts_per_second(model, sample[: args.batch], batch_size=args.batch)  # warm-up
         speed[name] = round(texts_per_second(model, sample, batch_size=args.batch, repeats=args.repeats), 2)
         message_speed[name] = round(texts_per_second(model, messages, batch_size=args.batch, repeats=args.repeats), 2)
         print(f"{name}: {speed[name]} thread texts/s, {message_speed[name]} messages/s")
     reference = models["pytorch_fp32"].encode(messages, batch_size=args.batch, normalize_embeddings=True)
     message_cosine = {}
-    for name, model in models.items():
+    for name, model in timed.items():
         got = model.encode(messages, batch_size=args.batch, normalize_embeddings=True)
         cos = (got * reference).sum(axis=1)
         message_cosine[name] = {"min": round(float(cos.min()), 4), "mean": round(float(cos.mean()), 5)}
