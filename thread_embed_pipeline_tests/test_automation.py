@@ -85,9 +85,10 @@ def test_changed_irc_file_rebuilds_only_the_irc_chain_and_what_reads_it(world):
     assert ticks[1] == {"irc_disentangle/corpus"}
     # the eval sets read every corpus, so they are rebuilt too; their content (a data version) did not change
     assert ticks[2] == {"irc_disentangle/text"} | EVAL_SETS
-    assert ticks[3:] == [{"irc_disentangle/pairs"}, {"training_pairs"}, {"model"}, {"eval_report"}]
+    # the message index, built before, takes the new messages in (incrementally: message_index.update_index)
+    assert ticks[3:] == [{"irc_disentangle/pairs", "message_index"}, {"training_pairs"}, {"model"}, {"eval_report"}]
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"irc_disentangle/raw", "irc_disentangle/corpus", "irc_disentangle/text", "irc_disentangle/pairs"} | EVAL_SETS | MERGED_BELOW
+    assert rebuilt == {"irc_disentangle/raw", "irc_disentangle/corpus", "irc_disentangle/text", "irc_disentangle/pairs", "message_index"} | EVAL_SETS | MERGED_BELOW
     assert "eval_exports" not in rebuilt and not any(k.endswith("slack_dev_chats") for k in rebuilt)
 
 
@@ -193,10 +194,18 @@ def test_streamed_sources_never_materialised_hold_nothing_back():
     world.observe(upstream_key("ubuntu_irc"), "missing:hf/common-pile__ubuntu_irc")  # a first observation
     ticks = world.run_until_settled(unchanged=EVAL_SETS)
     rebuilt = set().union(*ticks)
-    assert rebuilt == {"slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs"} | EVAL_SETS | MERGED_BELOW
+    assert rebuilt == {"slack_dev_chats/raw", "slack_dev_chats/corpus", "slack_dev_chats/text", "slack_dev_chats/pairs", "message_index"} | EVAL_SETS | MERGED_BELOW
     # a code bump of the pair builder rebuilds the pairs that can be built, not the missing chains
     ticks = world.run_until_settled(defs=_with_pairs_version("98"))
     assert ticks[0] == {f"{name}/pairs" for name in SOURCES}
+
+
+def test_a_message_index_never_built_is_never_built_by_the_sensor():
+    """The opt-in message index costs an hour on a CPU: the sensor updates it once a user has built it, never before."""
+    world = World(build_definitions(external_eval_sets=[], streamed_sources=tuple(HF_SOURCES)), never_materialised={"message_index", *HF_SOURCES})
+    world.observe(upstream_key("irc_disentangle"), "v1")
+    rebuilt = set().union(*world.run_until_settled(unchanged=EVAL_SETS))
+    assert "irc_disentangle/text" in rebuilt and "message_index" not in rebuilt
 
 
 def _with_pairs_version(version: str) -> dg.Definitions:
