@@ -8,7 +8,10 @@ approximate-nearest-neighbour index, searched message by message and answered th
   (:class:`~.evaluation.embedders.SentenceTransformerEmbedder` over an
   :class:`~.evaluation.embedding_cache.EmbeddingCache`): a re-exported workspace re-encodes only
   messages it has never seen, and an index rebuilt with other index parameters encodes nothing.
-* **The index.** A LanceDB table (``<folder>/messages.lance``, embedded: no server). From
+* **The index.** A LanceDB table (``<location>/messages.lance``; a folder, or any URI LanceDB opens:
+  ``s3://…``, ``gs://…``, ``az://…``, ``db://…`` for LanceDB Cloud/Enterprise; embedded by default: no
+  server). The model fingerprint, dim, precision and index parameters live in the table's schema
+  metadata, so the table carries them wherever it is copied. From
   :attr:`IndexSettings.ann_min_rows` rows on, an ``IVF_HNSW_SQ`` index (HNSW graphs inside IVF partitions,
   over 8-bit scalar-quantised vectors, cosine); a query reads ``refine_factor`` times more candidates and
   re-ranks them on the stored float32 vectors. Smaller tables are searched exactly.
@@ -26,6 +29,7 @@ says how to move the table to object storage or a LanceDB server.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +45,7 @@ from thread_embed_pipeline.schemas import Log, format_message, is_missing
 __all__ = ["IndexSettings", "MessageIndex", "ThreadHit", "default_index_dir", "message_rows", "update_index"]
 
 TABLE = "messages"
-META_FILE = "index.json"
+META_KEY = b"thread_embed"  # the table's schema metadata: what built it
 INDEX_TYPES = ("IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_PQ", "IVF_SQ", "IVF_FLAT")
 PRECISION = "float32 rows, int8 (SQ) ANN index, float32 rescoring"
 
@@ -71,9 +75,13 @@ class IndexSettings:
         return self.num_partitions or max(1, round(rows / 20_000))
 
 
-def default_index_dir() -> Path:
-    """Where the ``message_index`` asset keeps the index: ``<data dir>/search/messages/``."""
-    return storage.data_dir() / "search" / "messages"
+INDEX_ENV = "THREAD_EMBED_MESSAGE_INDEX"
+
+
+def default_index_dir() -> Path | str:
+    """Where the ``message_index`` asset keeps the index: ``THREAD_EMBED_MESSAGE_INDEX`` (a folder or a LanceDB
+    URI such as ``s3://bucket/thread-embed``) when set, else ``<data dir>/search/messages/``."""
+    return os.environ.get(INDEX_ENV) or storage.data_dir() / "search" / "messages"
 
 
 def message_rows(text: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
@@ -100,21 +108,31 @@ def _quote(values: Sequence[str]) -> str:
     return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
-def _table(rows: pd.DataFrame, vectors: np.ndarray):
+def _table(rows: pd.DataFrame, vectors: np.ndarray, meta: dict):
     import pyarrow as pa
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     table = pa.Table.from_pandas(rows[["message_id", "conversation_id", "position", "text", "text_sha256"]], preserve_index=False)
-    return table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]))
+    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]))
+    return table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
 
 
-def _read_meta(folder: Path) -> dict:
-    path = folder / META_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+def _connect(location: Path | str):
+    import lancedb
+
+    if "://" not in str(location):
+        Path(location).mkdir(parents=True, exist_ok=True)
+    return lancedb.connect(str(location))
+
+
+def _read_meta(db) -> dict:
+    if TABLE not in db.list_tables().tables:
+        return {}
+    return json.loads((db.open_table(TABLE).schema.metadata or {}).get(META_KEY, b"{}"))
 
 
 def update_index(
-    folder: Path | str,
+    location: Path | str,
     rows: pd.DataFrame,
     encode: Callable[[list[str]], np.ndarray],
     *,
@@ -123,19 +141,16 @@ def update_index(
     settings: IndexSettings = IndexSettings(),
     log: Log = None,
 ) -> dict:
-    """Bring the index in ``folder`` up to date with ``rows`` (:func:`message_rows`); ``encode(texts)`` returns
+    """Bring the index at ``location`` (a folder or a LanceDB URI) up to date with ``rows`` (:func:`message_rows`); ``encode(texts)`` returns
     their L2-normalised vectors at ``dim``. The same model (``model_id``) and dim: only new or changed
     messages are encoded and added, vanished ones deleted (``mode`` "incremental"); otherwise, or with no
     index yet, the table is rebuilt (``mode`` "rebuild"). Returns what changed and what it cost."""
-    import lancedb
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
     start = time.perf_counter()
-    db = lancedb.connect(str(folder))
-    meta = _read_meta(folder)
-    same = meta.get("model_id") == model_id and meta.get("dim") == int(dim) and TABLE in db.list_tables().tables
+    db = _connect(location)
+    meta = _read_meta(db)
+    same = meta.get("model_id") == model_id and meta.get("dim") == int(dim)
+    record = {"model_id": model_id, "dim": int(dim), "precision": PRECISION, "settings": asdict(settings)}
     encode_s = 0.0
 
     def encoded(texts: list[str]) -> np.ndarray:
@@ -154,11 +169,11 @@ def update_index(
         wanted = dict(zip(rows["message_id"], rows["text_sha256"]))
         stale = [m for m, sha in known.items() if wanted.get(m) != sha]  # vanished, or edited
         new = rows[[known.get(m) != sha for m, sha in zip(rows["message_id"], rows["text_sha256"])]]
-        say(f"message index {folder}: {len(known)} messages, {len(new)} new or changed, {len(stale)} to delete")
+        say(f"message index {location}: {len(known)} messages, {len(new)} new or changed, {len(stale)} to delete")
         for i in range(0, len(stale), 1000):
             table.delete(f"message_id IN ({_quote(stale[i:i + 1000])})")
         if len(new):
-            table.add(_table(new, encoded(new["text"].tolist())))
+            table.add(_table(new, encoded(new["text"].tolist()), meta))
         indexed = bool(table.list_indices())
         if indexed and (len(new) or stale):
             table.optimize()  # folds the new rows into the trained index; no retraining
@@ -167,8 +182,8 @@ def update_index(
         mode, added, removed = "incremental", len(new), len(stale)
     else:
         why = "no index yet" if not meta else f"model or dim changed ({meta.get('model_id', '?')[:12]} at {meta.get('dim')} -> {model_id[:12]} at {dim})"
-        say(f"building the message index of {len(rows)} messages in {folder} ({why})")
-        table = db.create_table(TABLE, data=_table(rows, encoded(rows["text"].tolist())), mode="overwrite")
+        say(f"building the message index of {len(rows)} messages in {location} ({why})")
+        table = db.create_table(TABLE, data=_table(rows, encoded(rows["text"].tolist()), record), mode="overwrite")
         if len(rows) >= settings.ann_min_rows:
             _create_ann(table, settings)
         mode, added, removed = "rebuild", len(rows), 0
@@ -176,9 +191,9 @@ def update_index(
         "mode": mode, "messages": int(table.count_rows()), "added": int(added), "removed": int(removed),
         "model_id": model_id, "dim": int(dim), "precision": PRECISION, "ann": bool(table.list_indices()),
         "settings": asdict(settings), "encode_s": round(encode_s, 2), "seconds": round(time.perf_counter() - start, 2),
-        "bytes": sum(p.stat().st_size for p in (folder / f"{TABLE}.lance").rglob("*") if p.is_file()),
+        # on disk, for a local index (a remote one: None)
+        "bytes": sum(p.stat().st_size for p in (Path(location) / f"{TABLE}.lance").rglob("*") if p.is_file()) if "://" not in str(location) else None,
     }
-    (folder / META_FILE).write_text(json.dumps({k: summary[k] for k in ("model_id", "dim", "precision", "settings", "messages", "ann")}, indent=1), encoding="utf-8")
     say(f"message index {mode}: {summary['messages']} messages (+{added} / -{removed}) in {summary['seconds']:.1f} s, {summary['encode_s']:.1f} s of it encoding")
     return summary
 
@@ -205,16 +220,17 @@ class ThreadHit:
 class MessageIndex:
     """An index written by :func:`update_index`, opened for search."""
 
-    def __init__(self, folder: Path | str, *, settings: IndexSettings | None = None) -> None:
+    def __init__(self, location: Path | str, *, settings: IndexSettings | None = None) -> None:
         import lancedb
 
-        self.folder = Path(folder)
-        meta = _read_meta(self.folder)
+        self.location = location
+        db = lancedb.connect(str(location))
+        meta = _read_meta(db)
         if not meta:
-            raise FileNotFoundError(f"no message index in {self.folder} (no {META_FILE}): build it with update_index or materialise message_index")
+            raise FileNotFoundError(f"no message index at {location} (no {TABLE} table built by update_index): materialise message_index")
         self.model_id, self.dim = meta["model_id"], int(meta["dim"])
         self.settings = settings or IndexSettings(**meta.get("settings", {}))
-        self.table = lancedb.connect(str(self.folder)).open_table(TABLE)
+        self.table = db.open_table(TABLE)
         self._bm25 = None
 
     def with_settings(self, **changes) -> "MessageIndex":

@@ -118,6 +118,19 @@ def test_another_model_or_dim_rebuilds_the_index(tmp_path):
         MessageIndex(tmp_path / "nowhere")
 
 
+def test_the_index_carries_what_built_it_wherever_it_is_copied(tmp_path, monkeypatch):
+    import shutil
+
+    from thread_embed_pipeline.message_index import default_index_dir
+
+    update_index(tmp_path / "a", message_rows(_text_table(4)), HashEncoder(), model_id="m1", dim=32)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # as a user syncs it to a bucket or another machine
+    moved = MessageIndex(tmp_path / "b")
+    assert (moved.model_id, moved.dim, moved.table.count_rows()) == ("m1", 32, 20) and moved.settings == IndexSettings()
+    monkeypatch.setenv("THREAD_EMBED_MESSAGE_INDEX", "s3://bucket/thread-embed")
+    assert default_index_dir() == "s3://bucket/thread-embed"
+
+
 def test_thread_hits_rank_threads_by_their_best_message_fused_with_bm25(tiny_model_dir, tmp_path):
     from thread_embed_pipeline.text import TextSettings, prepare_text
     from thread_embed_pipeline.training import load_sentence_model

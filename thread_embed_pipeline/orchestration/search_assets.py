@@ -59,7 +59,8 @@ def build_message_index_asset(sources: Sequence[str]) -> dg.AssetsDefinition:
         automation_condition=UPDATE_ON_CHANGE & ~dg.AutomationCondition.missing(),
         description=(
             "Every message of every file source embedded by data/release/model at its dev-chosen dim, in a LanceDB table "
-            "with an IVF_HNSW_SQ index and float32 rescoring (data/search/messages/). Rebuilt only when the model changes; "
+            "with an IVF_HNSW_SQ index and float32 rescoring (data/search/messages/, or the folder or LanceDB URI in "
+            "THREAD_EMBED_MESSAGE_INDEX). Rebuilt only when the model changes; "
             "otherwise only new messages are encoded and added. Search it with "
             "python -m thread_embed_pipeline.search \"<question>\" --index messages."
         ),
@@ -86,9 +87,10 @@ def build_message_index_asset(sources: Sequence[str]) -> dg.AssetsDefinition:
             )
         meta = {k: summary[k] for k in ("mode", "messages", "added", "removed", "dim", "precision", "ann", "encode_s", "seconds")}
         meta["model_fingerprint"] = summary["model_id"][:12]
-        meta["bytes_per_message"] = round(summary["bytes"] / max(summary["messages"], 1), 1)
+        if summary["bytes"] is not None:  # a local index (a URI's size is the store's to report)
+            meta["bytes_per_message"] = round(summary["bytes"] / max(summary["messages"], 1), 1)
         meta["index_parameters"] = dg.MetadataValue.json(summary["settings"])
-        meta["index"] = dg.MetadataValue.path(str(message_index_dir()))
+        meta["index"] = dg.MetadataValue.path(str(message_index_dir()))  # THREAD_EMBED_MESSAGE_INDEX, or data/search/messages
         meta["try_it"] = dg.MetadataValue.md("```\npython -m thread_embed_pipeline.search \"<a question>\" --index messages\n```")
         context.add_output_metadata(meta)
         return versioned_output({k: v for k, v in summary.items() if k not in ("encode_s", "seconds")})
