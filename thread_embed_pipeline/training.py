@@ -176,7 +176,7 @@ class TrainingSettings:
 # The CPU default recipe, the main job's `model` config (orchestration.training_assets.ModelConfig
 # takes its defaults from here): where it departs from the library defaults above. At most
 # DEFAULT_CPU_TIME_BUDGET_S seconds of optimizer steps, so the main job keeps to its time target on 2
-# cores (README, docs/main_job_timings.md); length-grouped batches train more pairs in that time
+# cores (docs/main_job_timings.md); length-grouped batches train more pairs in that time
 # (docs/ablation.md).
 DEFAULT_CPU_TIME_BUDGET_S = 240.0
 CPU_RECIPE = TrainingSettings(batch_sampler="length_grouped", time_budget_s=DEFAULT_CPU_TIME_BUDGET_S)

@@ -2,7 +2,7 @@
 
 A source's assets are keyed ``<source>/<stage>`` (``irc_disentangle/raw``, ``irc_disentangle/corpus``,
 ...), so the lineage labels each node with its stage while its group names the source. Until
-release 0.3 the keys were stage-first (``raw/irc_disentangle``; the README lists the change). The
+release 0.3 the keys were stage-first (``raw/irc_disentangle``; CHANGELOG.md lists the change). The
 files stay stage-first on disk (``data/corpus/<source>.parquet``, warehouse view ``corpus__<source>``):
 ``stage_first`` maps a key to that layout for the IO manager.
 """

@@ -25,7 +25,7 @@ from thread_embed_pipeline.launch_training import RESULT_KEY, launch_command, la
 from thread_embed_pipeline.training import CPU_RECIPE, TrainingResult, TrainingSettings, check_training_inputs
 
 # The CPU default: at most this many pairs (and training.CPU_RECIPE's time budget), so the whole main
-# job keeps to its time target on 2 cores (README, timings).
+# job keeps to its time target on 2 cores (docs/main_job_timings.md).
 DEFAULT_CPU_PAIR_BUDGET = 4000
 _CPU = CPU_RECIPE
 # The reference recipe's scale (200,000 pairs) lives in configs/full_recipe.yaml, for GPU runs.
@@ -170,7 +170,7 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
     if not_enabled:
         raise dg.Failure(
             description=f"streamed_sources names {sorted(not_enabled)}, which this code location does not define: streamed sources are opt-in; "
-            f"start Dagster with THREAD_EMBED_STREAMED_SOURCES={','.join(sorted(not_enabled))} (or 'all') to add their chains (README, Streamed sources)"
+            f"start Dagster with THREAD_EMBED_STREAMED_SOURCES={','.join(sorted(not_enabled))} (or 'all') to add their chains (docs/data_sources.md, Streamed sources)"
         )
     frames = []
     streamed_meta: dict = {}
