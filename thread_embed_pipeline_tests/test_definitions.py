@@ -115,3 +115,29 @@ def test_model_config_switches_reach_the_training_settings():
     assert settings.loss == "cached_mnrl" and settings.batch_sampler == "conversation_disjoint"
     assert settings.matryoshka_weights == (1, 1, 1.5, 2) and settings.matryoshka_dims == (384, 256, 128, 64)
     assert settings.use_negatives and settings.save_steps == 20
+
+
+def _dg(*args: str, tmp_path) -> "subprocess.CompletedProcess":
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "THREAD_EMBED_DATA_DIR": str(tmp_path / "data")}
+    dg_bin = Path(sys.executable).with_name("dg")
+    return subprocess.run([str(dg_bin), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_dg_loads_the_project_as_pyproject_declares_it(tmp_path):
+    """`[tool.dg]` makes the project a dg project: `dg check defs` passes and `dg list defs` lists the jobs and assets."""
+    import json
+
+    check = _dg("check", "defs", tmp_path=tmp_path)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = json.loads(_dg("list", "defs", "--json", tmp_path=tmp_path).stdout)
+    assert {"thread_embed_job", "message_index_job", "refresh_irc_disentangle"} <= {j["name"] for j in listed["jobs"]}
+    assert {"model", "eval_report", "message_index"} <= {a["asset_key"] for a in listed["assets"]}

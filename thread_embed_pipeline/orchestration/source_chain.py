@@ -293,7 +293,7 @@ def _linker(spec: Source, log):
         scorer = DisentangleScorer.load(folder)
     except (FileNotFoundError, ValueError) as err:
         raise dg.Failure(description=f"{spec.name} is linked by the disentangler: {err} (thread_embed_job builds it before {spec.name}/corpus; "
-                         f"or run `dagster asset materialize -m thread_embed_pipeline.definitions --select 'disentanglement/{LINKING_SCORER}'`)") from None
+                         f"or run `dg launch --assets 'disentanglement/{LINKING_SCORER}'`)") from None
     only_unthreaded = not spec.predicted_labels
     return lambda piece: link_export_timelines(piece, scorer, unthreaded_only=only_unthreaded, log=log)
 

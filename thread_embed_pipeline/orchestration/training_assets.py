@@ -188,7 +188,7 @@ def _training_pairs(context, config: TrainingPairsConfig, eval_sets: pd.DataFram
             if frame is None:
                 raise dg.Failure(
                     description=f"streamed source {name!r} is selected in streamed_sources but {name}/pairs has never been materialised; "
-                    f"run `dagster job execute -j refresh_{name}` (or materialise its chain) first"
+                    f"run `dg launch --job refresh_{name}` (or materialise its chain) first"
                 )
             frame = pd.read_parquet(frame)  # streamed pairs arrive as a path: only the selected ones are read
             streamed_meta[f"streamed/{name}"] = f"{len(frame)} pairs"
