@@ -27,15 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from thread_embed_pipeline.orchestration.eval_assets import DevEvalSetsConfig  # noqa: E402
-from thread_embed_pipeline.training import DEFAULT_CPU_TIME_BUDGET_S  # noqa: E402
-from thread_embed_pipeline.corpus import build_corpus  # noqa: E402
+from thread_embed_pipeline.training.settings import DEFAULT_CPU_TIME_BUDGET_S  # noqa: E402
+from thread_embed_pipeline.corpus.builder import build_corpus  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder  # noqa: E402
 from thread_embed_pipeline.evaluation.eval_sets import build_protocol_eval_sets, eval_texts, protocol_of  # noqa: E402
 from thread_embed_pipeline.evaluation.runner import run_evaluation  # noqa: E402
-from thread_embed_pipeline.pairs import PairBuilderSettings, build_pairs, select_training_pairs  # noqa: E402
+from thread_embed_pipeline.pairs.builders import PairBuilderSettings, build_pairs, select_training_pairs  # noqa: E402
 from thread_embed_pipeline.sources.registry import SOURCES  # noqa: E402
 from thread_embed_pipeline.text import TextSettings, prepare_text  # noqa: E402
-from thread_embed_pipeline.training import TrainingSettings, load_sentence_model, train_matryoshka_model  # noqa: E402
+from thread_embed_pipeline.training.settings import TrainingSettings  # noqa: E402
+from thread_embed_pipeline.models import load_sentence_model  # noqa: E402
+from thread_embed_pipeline.training.trainer import train_matryoshka_model  # noqa: E402
 
 SHARES = {"thread": 0.5, "query_response": 0.25, "adjacency": 0.25}
 

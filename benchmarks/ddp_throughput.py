@@ -34,9 +34,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thread_embed_pipeline import storage  # noqa: E402
-from thread_embed_pipeline.launch_training import launch_command, launch_environment, write_launch_files  # noqa: E402
+from thread_embed_pipeline.training.launch import launch_command, launch_environment, write_launch_files  # noqa: E402
 from thread_embed_pipeline.orchestration.training_assets import ModelConfig  # noqa: E402
-from thread_embed_pipeline.training import cpu_supports_bf16  # noqa: E402
+from thread_embed_pipeline.training.settings import cpu_supports_bf16  # noqa: E402
 
 
 def run(pairs: pd.DataFrame, processes: int, batch: int, device: str | None, folder: Path, bf16: bool | None) -> dict:

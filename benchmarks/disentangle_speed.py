@@ -19,7 +19,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thread_embed_pipeline import storage  # noqa: E402
-from thread_embed_pipeline.disentangle import DisentangleScorer, channel_logs, file_features  # noqa: E402
+from thread_embed_pipeline.disentanglement.scorers import DisentangleScorer  # noqa: E402
+from thread_embed_pipeline.disentanglement.logs import channel_logs  # noqa: E402
+from thread_embed_pipeline.disentanglement.features import file_features  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import load_local_embedder  # noqa: E402
 
 

@@ -61,7 +61,7 @@ def default_mirror() -> Path:
 
 
 def build_sets(mirror: Path, *, max_queries: int, pool_size: int, seed: int) -> pd.DataFrame:
-    from thread_embed_pipeline.corpus import build_corpus
+    from thread_embed_pipeline.corpus.builder import build_corpus
     from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets
     from thread_embed_pipeline.sources.registry import get_source
 
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=None, help="markdown file to write the results section into")
     args = ap.parse_args()
 
-    from thread_embed_pipeline.training import load_sentence_model
+    from thread_embed_pipeline.models import load_sentence_model
 
     mirror = args.mirror or default_mirror()
     eval_sets = build_sets(mirror, max_queries=args.max_queries, pool_size=args.pool_size, seed=args.seed)

@@ -10,7 +10,7 @@ import time, sys, pandas as pd
 from sentence_transformers import SentenceTransformer
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder
 from thread_embed_pipeline.evaluation.runner import run_evaluation
-from thread_embed_pipeline.training import resolve_model_path
+from thread_embed_pipeline.models import resolve_model_path
 dev = pd.read_parquet("data/dev_eval_sets.parquet")
 rows=[]
 for msl in [int(x) for x in sys.argv[1:]]:

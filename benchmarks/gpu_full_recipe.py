@@ -43,7 +43,8 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_model
+    from thread_embed_pipeline.training.settings import TrainingSettings
+    from thread_embed_pipeline.training.trainer import train_matryoshka_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs-dir", type=Path, required=True)

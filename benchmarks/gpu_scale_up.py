@@ -28,8 +28,9 @@ def main() -> int:
     from thread_embed_pipeline.evaluation.eval_sets import eval_texts
     from thread_embed_pipeline.evaluation.retrieval import rank_retrieval, summarize
     from thread_embed_pipeline.evaluation.statistics import compare_models
-    from thread_embed_pipeline.pairs import select_training_pairs
-    from thread_embed_pipeline.training import TrainingSettings, train_matryoshka_model
+    from thread_embed_pipeline.pairs.builders import select_training_pairs
+    from thread_embed_pipeline.training.settings import TrainingSettings
+    from thread_embed_pipeline.training.trainer import train_matryoshka_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, required=True)

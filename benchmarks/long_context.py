@@ -29,12 +29,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ablation import load_corpora  # noqa: E402
 
-import thread_embed_pipeline.pairs as pairs_module  # noqa: E402
+import thread_embed_pipeline.pairs.builders as pairs_module  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import SentenceTransformerEmbedder  # noqa: E402
 from thread_embed_pipeline.evaluation.eval_sets import build_eval_sets, eval_texts  # noqa: E402
 from thread_embed_pipeline.evaluation.runner import run_evaluation  # noqa: E402
 from thread_embed_pipeline.schemas import format_window  # noqa: E402
-from thread_embed_pipeline.training import TrainingSettings, load_sentence_model, train_matryoshka_model  # noqa: E402
+from thread_embed_pipeline.training.settings import TrainingSettings  # noqa: E402
+from thread_embed_pipeline.models import load_sentence_model  # noqa: E402
+from thread_embed_pipeline.training.trainer import train_matryoshka_model  # noqa: E402
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 

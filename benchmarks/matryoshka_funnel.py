@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from thread_embed_pipeline import storage  # noqa: E402
 from thread_embed_pipeline.evaluation.embedders import truncate_and_normalize  # noqa: E402
 from thread_embed_pipeline.schemas import format_message  # noqa: E402
-from thread_embed_pipeline.search import thread_documents  # noqa: E402
+from thread_embed_pipeline.search.retriever import thread_documents  # noqa: E402
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

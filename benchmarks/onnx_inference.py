@@ -23,12 +23,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thread_embed_pipeline import storage  # noqa: E402
-from thread_embed_pipeline.evaluation.embedders import load_local_embedder  # noqa: E402
-from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache  # noqa: E402
-from thread_embed_pipeline.evaluation.eval_sets import OWN_EVAL_SET  # noqa: E402
-from thread_embed_pipeline.evaluation.retrieval import evaluate_retrieval  # noqa: E402
-from thread_embed_pipeline.onnx_export import export_onnx, onnx_specs, texts_per_second  # noqa: E402
-from thread_embed_pipeline.training import load_sentence_model  # noqa: E402
+from thread_embed_pipeline.evaluation.embedders import load_local_embedder  # noqa: E402  # noqa: E402
+from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache  # noqa: E402  # noqa: E402
+from thread_embed_pipeline.evaluation.eval_sets import OWN_EVAL_SET  # noqa: E402  # noqa: E402
+from thread_embed_pipeline.evaluation.retrieval import evaluate_retrieval  # noqa: E402  # noqa: E402
+from thread_embed_pipeline.release.onnx import export_onnx, texts_per_second  # noqa: E402
+from thread_embed_pipeline.models import onnx_specs  # noqa: E402
+from thread_embed_pipeline.models import load_sentence_model  # noqa: E402
 
 
 class _FastembedModel:

@@ -35,7 +35,8 @@ def run_chain(export: Path, work: Path) -> dict:
 
     from thread_embed_pipeline.sources.user import UserSourceSpec
     from thread_embed_pipeline.sources.hf import Sampling
-    from thread_embed_pipeline.streaming import build_corpus_stream, write_raw_stream
+    from thread_embed_pipeline.corpus.streaming import build_corpus_stream
+    from thread_embed_pipeline.sources.raw_stream import write_raw_stream
 
     os.environ["THREAD_EMBED_DATA_DIR"] = str(work / "data")  # where a zip is unpacked
     spec = UserSourceSpec(name="bench_slack", format="slack_export", path=export)

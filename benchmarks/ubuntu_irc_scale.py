@@ -90,7 +90,9 @@ def run_chain(mirror: Path, work: Path) -> dict:
 
     from thread_embed_pipeline.sources.hf import Sampling, resolve_files
     from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
-    from thread_embed_pipeline.streaming import build_corpus_stream, build_pairs_stream, write_raw_stream
+    from thread_embed_pipeline.corpus.streaming import build_corpus_stream
+    from thread_embed_pipeline.pairs.streaming import build_pairs_stream
+    from thread_embed_pipeline.sources.raw_stream import write_raw_stream
 
     spec = HF_SOURCES["ubuntu_irc"]
     sampling = Sampling()  # everything

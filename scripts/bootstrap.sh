@@ -20,6 +20,7 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "$want" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
+export VIRTUAL_ENV="$VENV"  # as `activate` does: dg checks that the active environment is the project's
 export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/data/dagster_home}"
 mkdir -p "$DAGSTER_HOME"
 cp "$ROOT/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"

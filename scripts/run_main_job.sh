@@ -11,4 +11,4 @@ start=$(date +%s)
 dg launch --job thread_embed_job "$@"
 echo
 echo "main job finished in $(( $(date +%s) - start )) s"
-python -m thread_embed_pipeline.summary
+python -m thread_embed_pipeline.orchestration.summary

@@ -26,7 +26,7 @@ from thread_embed_pipeline.orchestration.search_assets import GROUP as SEARCH_GR
 from thread_embed_pipeline.orchestration.source_chain import LINKING_SCORER, source_chain_assets
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER, build_model_asset, build_training_pairs_asset
 from thread_embed_pipeline.orchestration.checks import all_checks
-from thread_embed_pipeline.external_eval_registry import ExternalEvalSet, load_external_eval_sets
+from thread_embed_pipeline.evaluation.registry import ExternalEvalSet, load_external_eval_sets
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES

@@ -139,7 +139,7 @@ PAIR_SORT_KEY: tuple[str, ...] = (
 # stage's corpus (what the pairs were built from; hard negatives find the anchor's times by it)
 PAIR_SPAN_COLUMNS: tuple[str, ...] = ("anchor_start", "anchor_end", "positive_start", "positive_end")
 PAIR_COLUMNS: tuple[str, ...] = (*PAIR_SORT_KEY, *PAIR_SPAN_COLUMNS)
-# optional: a hard negative per pair (text or null), added by hard_negatives.add_chat_hard_negatives
+# optional: a hard negative per pair (text or null), added by pairs.hard_negatives.add_chat_hard_negatives
 NEGATIVE_COLUMN = "negative"
 
 # eval_sets: a normalised table of queries and documents (maps 1:1 onto BEIR corpus/queries/qrels).

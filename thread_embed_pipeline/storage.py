@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +109,84 @@ def replace_dir(staging: Path, out: Path) -> Path:
     else:
         staging.rename(out)
     return out
+
+
+# ---- Parquet written in row groups, on a background thread, atomically
+
+ROW_GROUP_ROWS = 100_000
+
+# dictionary encoding only where values repeat (a chat text column would pay for nothing)
+DICTIONARY_COLUMNS = ("source", "file", "split_hint", "channel", "author", "record_type", "platform", "split")
+
+class _BackgroundParquetWriter:
+    """A ParquetWriter fed through a queue of at most ``depth`` tables, written on a thread:
+    encoding and compression (which release the GIL) overlap with the next batch's parsing,
+    and memory stays bounded."""
+
+    def __init__(self, path: str, schema: pa.Schema, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._writer = pq.ParquetWriter(
+            path,
+            schema,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=[c for c in DICTIONARY_COLUMNS if c in schema.names],
+        )
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._writer.write_table(item[0], row_group_size=item[1])
+                except BaseException as err:  # surfaced in write()/close()
+                    self._error = err
+
+    def write_table(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((table, row_group_size))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        if self._error is not None:
+            raise self._error
+
+@contextmanager
+def atomic_parquet_writer(path: Path, schema: pa.Schema) -> Iterator[_BackgroundParquetWriter]:
+    """A (background) ParquetWriter on a temporary file beside ``path``, renamed onto ``path`` on success only."""
+    with atomic_path(path) as tmp:
+        writer = _BackgroundParquetWriter(str(tmp), schema)
+        try:
+            yield writer
+            writer.close()
+        except BaseException:
+            try:
+                writer.close()
+            except BaseException:
+                pass
+            raise
+
+class Progress:
+    """Logs ``done`` units and their rate at most every ``every_s`` seconds (and when ``force``d)."""
+
+    def __init__(self, log: Callable[[str], None], what: str, every_s: float = 10.0) -> None:
+        self.log, self.what, self.every_s = log, what, every_s
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, done: int, unit: str = "rows", force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self.last >= self.every_s:
+            rate = done / max(now - self.start, 1e-9)
+            self.log(f"{self.what}: {done:,} {unit} ({rate:,.0f}/s)")
+            self.last = now

@@ -25,19 +25,19 @@ from thread_embed_pipeline.storage import atomic_write_text
 # docstrings left out) and compares it with the hash recorded in code_versions.json for this version;
 # after a bump, ``python -m thread_embed_pipeline.versioning --record`` records the new hash.
 CODE_VERSIONS: dict[str, str] = {
-    "raw": "7",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: every source written by the one raw stream writer, same rows; v5: raw pieces carry reader counts, same rows; v6: user exports: sources/user.py and one reader per export format, same rows for the project's sources; v7: schemas.py changed (eval set messages), same output)
-    "corpus": "6",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder and stream writer for every source; streamed pieces sorted by conversation_id; v4: record types bot/edit/deleted, same rows for the mirrored sources; v5: conversation splits hashed in DuckDB, the same splits; an optional link step; v6: schemas.py changed (eval set messages), same output)
+    "raw": "8",  # (v2: catches up with parser changes made before the guard test; v3: helpers in sources/parsing.py; v4: every source written by the one raw stream writer, same rows; v5: raw pieces carry reader counts, same rows; v6: user exports: sources/user.py and one reader per export format, same rows for the project's sources; v7: schemas.py changed (eval set messages), same output; v8: modules moved into stage packages (0.6), same output)
+    "corpus": "7",  # (v2: catches up with corpus changes made before the guard test; v3: one Arrow builder and stream writer for every source; streamed pieces sorted by conversation_id; v4: record types bot/edit/deleted, same rows for the mirrored sources; v5: conversation splits hashed in DuckDB, the same splits; an optional link step; v6: schemas.py changed (eval set messages), same output; v7: modules moved into stage packages (0.6), same output)
     "text": "5",  # pseudonyms, mentions, redaction, bot and short-conversation drops (v2: schemas.py changed, same rows; v3: a mention of anyone, participant or not, becomes a pseudonym; v4: schemas.py changed, same rows; v5: schemas.py changed (eval set messages), same output)
-    "pairs": "6",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same pairs; v6: schemas.py changed (eval set messages), same output)
-    "eval_sets": "6",  # (v2: protocols, dev split; v3: schemas.py changed, same rows; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same rows; v6: documents keep their messages; pseudonymised protocol only by default; the speaker_free view)
-    "training_pairs": "2",  # (v2: the span columns travel with each pair)
-    "model": "6",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training; v5: launched through Dagster Pipes, DDP with nproc_per_node > 1, the value gains processes / candidates_per_anchor / resumed_from_step; 1 process trains as before; v6: speaker_dropout (default 0: the same training))
-    "release": "2",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section)
-    "onnx": "2",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8 (v2: TorchScript export of eager attention, fused Attention nodes, int8 attention weights)
-    "search_index": "6",  # search_index/<source>: the threads embedded by the released model (v2: schemas.py changed, same index; v3: schemas.py changed, same index; v4: message embeddings beside the threads, max-sim retriever; v5: encodes through the eval's embedding cache, same index; v6: search.py gained --index messages, same index)
-    "message_index": "2",  # message_index: every message in LanceDB with an ANN index, updated incrementally (v2: what built it in the table's schema metadata, a URI location)
-    "disentanglement": "5",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison (v3: the text stage pseudonymises every mention; v4: link_export_timelines for user exports, same scorer and links; v5: schemas.py changed (eval set messages), same output)
-    "eval_report": "10",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions; v6: platforms of user sources, the note on predicted labels; same numbers; v7: max-sim rows and hybrids, aggregation chosen on dev, token-budget encoding batches; v8: max-sim rows only on the thread tasks, not response: dev prefers the windows as one text; v9: onnx_export.py changed (fused attention), same numbers; v10: search.py gained --index messages, same numbers)
+    "pairs": "7",  # (v2: built from text/<source>; v3: message spans of both sides, hard negatives found by span; every source through build_pairs_stream; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same pairs; v6: schemas.py changed (eval set messages), same output; v7: modules moved into stage packages (0.6), same output)
+    "eval_sets": "7",  # (v2: protocols, dev split; v3: schemas.py changed, same rows; v4: the text stage pseudonymises every mention; v5: schemas.py changed, same rows; v6: documents keep their messages; pseudonymised protocol only by default; the speaker_free view; v7: modules moved into stage packages (0.6), same output)
+    "training_pairs": "3",  # (v2: the span columns travel with each pair; v3: modules moved into stage packages (0.6), same output)
+    "model": "7",  # (v2: time budget; v3: the negative column named in schemas, same training; v4: load_sentence_model also loads ONNX files, same training; v5: launched through Dagster Pipes, DDP with nproc_per_node > 1, the value gains processes / candidates_per_anchor / resumed_from_step; 1 process trains as before; v6: speaker_dropout (default 0: the same training); v7: modules moved into stage packages (0.6), same output)
+    "release": "3",  # the release folder: checkpoint, card as README.md, hybrid weight (v2: the ONNX files and their card section; v3: modules moved into stage packages (0.6), same output)
+    "onnx": "3",  # model_onnx: torch.onnx export, ORT fusions, per-channel dynamic int8 (v2: TorchScript export of eager attention, fused Attention nodes, int8 attention weights; v3: modules moved into stage packages (0.6), same output)
+    "search_index": "7",  # search_index/<source>: the threads embedded by the released model (v2: schemas.py changed, same index; v3: schemas.py changed, same index; v4: message embeddings beside the threads, max-sim retriever; v5: encodes through the eval's embedding cache, same index; v6: search.py gained --index messages, same index; v7: modules moved into stage packages (0.6), same output)
+    "message_index": "3",  # message_index: every message in LanceDB with an ANN index, updated incrementally (v2: what built it in the table's schema metadata, a URI location; v3: modules moved into stage packages (0.6), same output)
+    "disentanglement": "6",  # disentanglement/<variant>: the link scorer, its links and metrics; disentanglement/comparison (v3: the text stage pseudonymises every mention; v4: link_export_timelines for user exports, same scorer and links; v5: schemas.py changed (eval set messages), same output; v6: modules moved into stage packages (0.6), same output)
+    "eval_report": "11",  # (v2: dev-tuned score fusion; v3: the model card and hybrid weight in data/reports/; v4: search.py gained the chat-search CLI, same numbers; v5: ONNX variants and embedding precisions; v6: platforms of user sources, the note on predicted labels; same numbers; v7: max-sim rows and hybrids, aggregation chosen on dev, token-budget encoding batches; v8: max-sim rows only on the thread tasks, not response: dev prefers the windows as one text; v9: onnx_export.py changed (fused attention), same numbers; v10: search.py gained --index messages, same numbers; v11: modules moved into stage packages (0.6), same output)
 }
 
 # the user-export package: its shared modules and one reader per format (sources/exports/formats.py)
@@ -47,22 +47,26 @@ EXPORT_MODULES = ("tree", "rows", "formats", "slack", "discord", "telegram", "ma
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "raw": (
         "sources/annot.py", "sources/chat_xml.py", "sources/irc.py", "sources/parsing.py", "sources/hf.py", "sources/hf_parsers.py", "sources/registry.py",
-        "sources/hf_registry.py", "sources/catalog.py", "sources/user.py", *(f"sources/exports/{m}.py" for m in EXPORT_MODULES), "streaming.py", "schemas.py",
+        "sources/hf_registry.py", "sources/catalog.py", "sources/user.py", *(f"sources/exports/{m}.py" for m in EXPORT_MODULES), "sources/raw_stream.py", "schemas.py",
     ),
-    "corpus": ("corpus.py", "streaming.py", "schemas.py"),
+    "corpus": ("corpus/builder.py", "corpus/streaming.py", "schemas.py"),
     "text": ("text/prepare.py", "text/redact.py", "text/settings.py", "text/speakers.py", "schemas.py"),  # text/audit.py only counts
-    "pairs": ("pairs.py", "hard_negatives.py", "streaming.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
-    "eval_sets": ("evaluation/eval_sets.py", "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
-    "training_pairs": ("pairs.py",),
-    "model": ("training.py", "batching.py", "launch_training.py"),
-    "release": ("release.py",),
-    "onnx": ("onnx_export.py",),
-    "search_index": ("search.py", "schemas.py"),
-    "message_index": ("message_index.py", "schemas.py"),
-    "disentanglement": ("disentangle.py", "evaluation/disentanglement.py", "text/prepare.py", "text/redact.py", "text/speakers.py", "schemas.py"),
+    "pairs": ("pairs/builders.py", "pairs/hard_negatives.py", "pairs/streaming.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
+    "eval_sets": ("evaluation/eval_sets.py", *(f"evaluation/tasks/{m}.py" for m in ("common", "thread", "response", "concurrent")), "evaluation/external.py", "schemas.py", "text/prepare.py", "text/redact.py", "text/speakers.py"),
+    "training_pairs": ("pairs/builders.py",),
+    "model": ("training/settings.py", "training/trainer.py", "training/budget.py", "training/inputs.py", "training/batching.py", "training/launch.py", "models.py"),
+    "release": ("release/hub.py",),
+    "onnx": ("release/onnx.py", "models.py"),
+    "search_index": ("search/retriever.py", "schemas.py"),
+    "message_index": ("search/message_index.py", "schemas.py"),
+    "disentanglement": (
+        "disentanglement/logs.py", "disentanglement/features.py", "disentanglement/scorers.py", "disentanglement/linking.py", "disentanglement/metrics.py",
+        "text/prepare.py", "text/redact.py", "text/speakers.py", "schemas.py",
+    ),
     "eval_report": (
-        "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py",
-        "evaluation/statistics.py", "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "evaluation/precision.py", "model_card.py", "search.py", "onnx_export.py",
+        "evaluation/runner.py", "evaluation/retrieval.py", "evaluation/pools.py", "evaluation/fusion.py", "evaluation/metrics.py", "evaluation/statistics.py",
+        "evaluation/report.py", "evaluation/embedders.py", "evaluation/api_embedders.py", "evaluation/precision.py", "release/card.py", "release/published_report.py",
+        "search/retriever.py", "release/onnx.py", "models.py",
     ),
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import zstandard
 
-from .export_bad_cases import export_cases
+from thread_embed_pipeline_tests.export_bad_cases import export_cases
 
 _CONTEXT = b"[10:00] <ctx> context line\n[10:01] <ctx> context line two\n"  # lines 0-1: before the first annotated line
 _SELF_LINKS = b"".join(f"{i} {i} -\n".encode() for i in range(2, 8))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from thread_embed_pipeline.corpus import corpus_frame, corpus_table
+from thread_embed_pipeline.corpus.builder import corpus_frame, corpus_table
 from thread_embed_pipeline.sources.exports import ExportTree, get_format
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"

@@ -12,7 +12,7 @@ import pytest
 
 from thread_embed_pipeline.orchestration.training_assets import OPTIONAL_INPUT_LOADER
 from thread_embed_pipeline.definitions import build_definitions
-from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
+from thread_embed_pipeline.evaluation.registry import ExternalEvalSet
 from thread_embed_pipeline.orchestration.io import ParquetIOManager
 from thread_embed_pipeline.orchestration.release_assets import HubResource
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource, EmbeddingApisResource, TrainerResource

@@ -10,9 +10,9 @@ from thread_embed_pipeline.orchestration.eval_assets import DevEvalSetsConfig, E
 from thread_embed_pipeline.orchestration.resources import EmbeddingApisResource
 from thread_embed_pipeline.orchestration.source_chain import PAIR_BUILDER_FIELDS, PairsConfig, TextConfig, pair_builder_settings
 from thread_embed_pipeline.orchestration.training_assets import ModelConfig
-from thread_embed_pipeline.pairs import PairBuilderSettings
+from thread_embed_pipeline.pairs.builders import PairBuilderSettings
 from thread_embed_pipeline.text import TextSettings
-from thread_embed_pipeline.training import CPU_RECIPE, TrainingSettings
+from thread_embed_pipeline.training.settings import CPU_RECIPE, TrainingSettings
 
 
 def _fields(settings_cls) -> set[str]:

@@ -183,8 +183,8 @@ def load_local_embedder(
     and the fingerprint keys the cache. If the files cannot be found the model runs
     uncached (and says so through ``log``).
     """
-    from thread_embed_pipeline.onnx_export import split_onnx_spec
-    from thread_embed_pipeline.training import load_sentence_model, resolve_model_path
+    from thread_embed_pipeline.models import split_onnx_spec
+    from thread_embed_pipeline.models import load_sentence_model, resolve_model_path
 
     model = model if model is not None else load_sentence_model(spec, device=device)
     cache_key = None

@@ -19,19 +19,38 @@ from pathlib import Path
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.api_embedders import build_embedder
-from thread_embed_pipeline.evaluation.embedders import Embedder, model_fingerprint
+from thread_embed_pipeline.evaluation.embedders import Embedder
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import protocol_of
+from thread_embed_pipeline.evaluation.fusion import (
+    FUSION_COLUMNS,
+    FusionByEvalSet,
+    tune_fusion_per_eval_set,
+)
+from thread_embed_pipeline.evaluation.maxsim import (
+    AGGREGATIONS,
+    DEFAULT_AGGREGATION,
+    SUFFIX,
+    choose_aggregation,
+    maxsim_name,
+)
 from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, split_variant
-from thread_embed_pipeline.evaluation.report import improvement_summary, plot_eval_set_bars, plot_matryoshka, report_markdown
-from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEvalSet, recommended_hybrid, tune_fusion_per_eval_set
-from thread_embed_pipeline.model_card import write_model_card
-from thread_embed_pipeline.search import write_retriever_settings
-from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.evaluation.maxsim import AGGREGATIONS, DEFAULT_AGGREGATION, SUFFIX, choose_aggregation, is_maxsim, maxsim_name
-from thread_embed_pipeline.evaluation.retrieval import add_maxsim, maxsim_dev_table, prepare_sets, rank_retrieval, pool_scores, summarize
+from thread_embed_pipeline.evaluation.report import (
+    plot_eval_set_bars,
+    plot_matryoshka,
+    report_markdown,
+)
+from thread_embed_pipeline.evaluation.retrieval import (
+    add_maxsim,
+    maxsim_dev_table,
+    pool_scores,
+    prepare_sets,
+    rank_retrieval,
+    summarize,
+)
 from thread_embed_pipeline.evaluation.statistics import compare_models
 from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, Log
+from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 
 NO_DEV_SETS_NOTE = (
@@ -250,42 +269,6 @@ def label_results(results: pd.DataFrame, training_platforms: Sequence[str], plat
     out["platform"] = out["source"].map(platform_of)
     out["seen_in_training"] = out["platform"].isin(list(training_platforms)) & out["platform"].notna()
     return out.assign(protocol=out["eval_set"].map(protocol_of))
-
-
-@dataclass(frozen=True)
-class PublishedReport:
-    """What :func:`publish_report` wrote and derived besides the report files."""
-
-    improvement: pd.DataFrame  # thread MRR@10 per dim, fine-tuned vs base (next to BM25), per source
-    recommended: dict | None  # the hybrid chosen on dev (fusion.recommended_hybrid)
-    model_card: Path
-    retriever_settings: Path | None  # hybrid_retriever.json for HybridRetriever.from_checkpoint
-
-
-def publish_report(outputs: EvaluationOutputs, model_summary: Mapping, out_dir: Path) -> PublishedReport:
-    """Write the report files, the model card and the dev-chosen hybrid weight into ``out_dir``."""
-    results = outputs.results
-    write_report_files(outputs, out_dir)
-    thread_sources = sorted(results.loc[results["task"] == "thread", "source"].unique()) if not results.empty else []
-    parts = [improvement_summary(results, task="thread", source=s) for s in thread_sources]
-    improvement = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    recommended = recommended_hybrid(outputs.fusion, eval_set=OWN_EVAL_SET)
-    # the fine-tuned model's best hybrid on dev, its threads encoded whole or scored by their messages (max-sim)
-    own = outputs.fusion[outputs.fusion["model"].isin(["fine_tuned", maxsim_name("fine_tuned")])] if not outputs.fusion.empty else outputs.fusion
-    tuned = recommended_hybrid(own, eval_set=OWN_EVAL_SET) if not own.empty else None
-    settings = None
-    if tuned is not None:
-        settings = write_retriever_settings(
-            out_dir,
-            weight=tuned["weight"],
-            dim=tuned["dim"],
-            chosen_on="dev split, pseudonymised protocol",
-            scope=tuned["scope"],
-            fingerprint=model_fingerprint(model_summary["checkpoint_dir"]),  # the weight belongs to this checkpoint
-            maxsim=outputs.maxsim_aggregation if is_maxsim(tuned["dense_model"]) else None,
-        )
-    card = write_model_card(dict(model_summary), out_dir / "model_card.md", report_markdown=outputs.markdown, improvement=improvement, recommended=recommended)
-    return PublishedReport(improvement=improvement, recommended=recommended, model_card=card, retriever_settings=settings)
 
 
 def compare_with_base(

@@ -1,8 +1,8 @@
 """``disentanglement/<variant>``: the link scorer trained on the IRC train files with one model's
 embeddings (``fine_tuned``, ``base``) or none (``features_only``, the ablation), scored on the test files.
 
-Thin wrapper around :mod:`thread_embed_pipeline.disentangle` and
-:mod:`thread_embed_pipeline.evaluation.disentanglement`. ``disentanglement/comparison`` scores the
+Thin wrapper around :mod:`thread_embed_pipeline.disentanglement` and
+:mod:`thread_embed_pipeline.disentanglement.metrics`. ``disentanglement/comparison`` scores the
 variants' written links against each other on the same test files (paired bootstrap over files).
 Each variant's asset writes, under
 ``data/disentanglement/<variant>/``: the predicted links of every test file in the upstream
@@ -18,8 +18,11 @@ import dagster as dg
 import pandas as pd
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.disentangle import SCORERS, WINDOW, channel_logs, disentangle_splits, gold_links
-from thread_embed_pipeline.evaluation.disentanglement import links_to_annotation, paired_file_bootstrap, parse_annotation
+from thread_embed_pipeline.disentanglement.scorers import SCORERS
+from thread_embed_pipeline.disentanglement.features import WINDOW, gold_links
+from thread_embed_pipeline.disentanglement.logs import channel_logs
+from thread_embed_pipeline.disentanglement.linking import disentangle_splits
+from thread_embed_pipeline.disentanglement.metrics import links_to_annotation, paired_file_bootstrap, parse_annotation
 from thread_embed_pipeline.orchestration.automation import versioned_output
 from thread_embed_pipeline.orchestration.keys import raw_key
 from thread_embed_pipeline.orchestration.metadata import table
@@ -49,7 +52,7 @@ def disentanglement_key(variant: str) -> dg.AssetKey:
 def _embed_fn(variant: str, model: dict, trainer: TrainerResource, log):
     from thread_embed_pipeline.evaluation.embedders import load_local_embedder
     from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-    from thread_embed_pipeline.training import load_sentence_model
+    from thread_embed_pipeline.models import load_sentence_model
 
     if variant == "features_only":
         return None, None, 0

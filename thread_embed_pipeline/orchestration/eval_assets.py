@@ -16,15 +16,16 @@ from thread_embed_pipeline.evaluation.eval_sets import DEFAULT_EVAL_PROTOCOLS, O
 from thread_embed_pipeline.evaluation.external import EvalSetFormatError, export_beir, export_pool_jsonl, read_external_eval_set
 from thread_embed_pipeline.evaluation.precision import PRECISIONS, bytes_per_vector, check_precisions, precision_table
 from thread_embed_pipeline.evaluation.report import compact_headline, headline_frame
-from thread_embed_pipeline.evaluation.runner import EvaluationOutputs, PublishedReport, build_embedders, label_results, model_specs, publish_report, run_evaluation
-from thread_embed_pipeline.external_eval_registry import ExternalEvalSet
-from thread_embed_pipeline.onnx_export import onnx_specs
+from thread_embed_pipeline.evaluation.runner import EvaluationOutputs, build_embedders, label_results, model_specs, run_evaluation
+from thread_embed_pipeline.release.published_report import PublishedReport, publish_report
+from thread_embed_pipeline.evaluation.registry import ExternalEvalSet
+from thread_embed_pipeline.models import onnx_specs
 from thread_embed_pipeline.orchestration.io import WAREHOUSE_FILE, replace_tables
 from thread_embed_pipeline.orchestration.resources import EmbeddingApisResource, TrainerResource
 from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS
 from thread_embed_pipeline.sources.registry import SOURCES
 from thread_embed_pipeline.versioning import code_version, frame_fingerprint
-from thread_embed_pipeline.training import load_sentence_model
+from thread_embed_pipeline.models import load_sentence_model
 
 
 class EvalSetsConfig(dg.Config):

@@ -15,12 +15,12 @@ import dagster as dg
 
 from thread_embed_pipeline import storage
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-from thread_embed_pipeline.onnx_export import export_onnx
+from thread_embed_pipeline.release.onnx import export_onnx
 from thread_embed_pipeline.orchestration.automation import versioned_output
 from thread_embed_pipeline.orchestration.keys import text_key
 from thread_embed_pipeline.orchestration.metadata import table_md
-from thread_embed_pipeline.release import PublishError, PublishSettings, make_release
-from thread_embed_pipeline.search import build_search_index, index_path
+from thread_embed_pipeline.release.hub import PublishError, PublishSettings, make_release
+from thread_embed_pipeline.search.retriever import build_search_index, index_path
 from thread_embed_pipeline.versioning import code_version
 
 RELEASE_KEY = dg.AssetKey(["release", "model"])

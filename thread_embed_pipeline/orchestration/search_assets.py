@@ -1,5 +1,5 @@
 """``message_index``: every message of every file source, embedded by the released model, in a LanceDB table
-with an ANN index (:mod:`thread_embed_pipeline.message_index`), for searching a workspace's whole history.
+with an ANN index (:mod:`thread_embed_pipeline.search.message_index`), for searching a workspace's whole history.
 
 Opt-in (group ``workspace_search``, job ``message_index_job``): encoding ~170,000 messages takes about an
 hour on a 2-core CPU. Once it has been built, the automation sensor keeps it current: a source whose
@@ -17,11 +17,11 @@ import pandas as pd
 from thread_embed_pipeline import storage
 from thread_embed_pipeline.evaluation.embedders import load_local_embedder, model_fingerprint
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
-from thread_embed_pipeline.message_index import IndexSettings, default_index_dir as message_index_dir, message_rows, update_index
+from thread_embed_pipeline.search.message_index import IndexSettings, default_index_dir as message_index_dir, message_rows, update_index
 from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.orchestration.keys import text_key
 from thread_embed_pipeline.orchestration.release_assets import RELEASE_KEY
-from thread_embed_pipeline.search import SETTINGS_FILE
+from thread_embed_pipeline.search.retriever import SETTINGS_FILE
 from thread_embed_pipeline.versioning import code_version
 
 MESSAGE_INDEX_KEY = dg.AssetKey(["message_index"])

@@ -23,18 +23,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.disentangle import DisentangleScorer, link_export_timelines
+from thread_embed_pipeline.disentanglement.scorers import DisentangleScorer
+from thread_embed_pipeline.disentanglement.linking import link_export_timelines
 from thread_embed_pipeline.orchestration.automation import UPDATE_ON_CHANGE, versioned_output
 from thread_embed_pipeline.orchestration.keys import corpus_key, pairs_key, raw_key, text_key, upstream_key
 from thread_embed_pipeline.orchestration.metadata import accounting_metadata, table_md
 from thread_embed_pipeline.orchestration.resources import ChatSourcesResource
-from thread_embed_pipeline.pairs import PairBuilderSettings
+from thread_embed_pipeline.pairs.builders import PairBuilderSettings
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES, Source
 from thread_embed_pipeline.sources.download import ensure_source_files
 from thread_embed_pipeline.sources.errors import SourceDataError
 from thread_embed_pipeline.sources.hf import Sampling, resolve_files
 from thread_embed_pipeline.sources.registry import slice_files
-from thread_embed_pipeline.streaming import build_corpus_stream, build_pairs_stream, write_raw_stream
+from thread_embed_pipeline.corpus.streaming import build_corpus_stream
+from thread_embed_pipeline.pairs.streaming import build_pairs_stream
+from thread_embed_pipeline.sources.raw_stream import write_raw_stream
 from thread_embed_pipeline.text import TextSettings, prepare_text
 from thread_embed_pipeline.versioning import code_version
 

@@ -16,13 +16,14 @@ from thread_embed_pipeline.evaluation.report import plot_loss_curve
 from thread_embed_pipeline.versioning import code_version, files_content_fingerprint
 from thread_embed_pipeline.orchestration.keys import pairs_key
 from thread_embed_pipeline.evaluation.eval_sets import eval_message_lines, eval_texts
-from thread_embed_pipeline.pairs import select_training_pairs
+from thread_embed_pipeline.pairs.builders import select_training_pairs
 from thread_embed_pipeline.orchestration.resources import TrainerResource
 from thread_embed_pipeline.sources.catalog import ALL_SOURCES, Source
 from thread_embed_pipeline.sources.hf_registry import HF_SOURCES
 from thread_embed_pipeline.sources.registry import SOURCES
-from thread_embed_pipeline.launch_training import RESULT_KEY, launch_command, launch_environment, result_from_json, write_launch_files
-from thread_embed_pipeline.training import CPU_RECIPE, TrainingResult, TrainingSettings, check_training_inputs
+from thread_embed_pipeline.training.launch import RESULT_KEY, launch_command, launch_environment, result_from_json, write_launch_files
+from thread_embed_pipeline.training.settings import CPU_RECIPE, TrainingResult, TrainingSettings
+from thread_embed_pipeline.training.inputs import check_training_inputs
 
 # The CPU default: at most this many pairs (and training.CPU_RECIPE's time budget), so the whole main
 # job keeps to its time target on 2 cores (docs/main_job_timings.md).
@@ -283,7 +284,7 @@ def _model_summary(result: TrainingResult, config: ModelConfig, settings: Traini
 
 
 def _launch_training(context, client: dg.PipesSubprocessClient, pairs: pd.DataFrame, settings: TrainingSettings, output_dir, config: ModelConfig, device) -> TrainingResult:
-    """Run :mod:`thread_embed_pipeline.launch_training` through Dagster Pipes (under torchrun for
+    """Run :mod:`thread_embed_pipeline.training.launch` through Dagster Pipes (under torchrun for
     ``nproc_per_node`` > 1); its rank 0 streams the logs and reports the :class:`TrainingResult`."""
     nproc = config.nproc_per_node
     try:

@@ -7,6 +7,8 @@ The reference project preprocesses every source the same way in spirit (per-conv
 ``speaker_N`` pseudonyms, URLs as ``[URL]``, bots dropped); our default scheme, ``per_timeline``,
 numbers speakers once per channel log instead, so concurrent-thread retrieval still sees that the
 same person is speaking in two threads. See ``prepare`` for the order of the steps and the accounting.
+
+Enters: corpus tables. Leaves: the same rows as the model sees them. May import: the shared modules.
 """
 
 from thread_embed_pipeline.text.prepare import DROP_REASONS, bot_mask, prepare_text
