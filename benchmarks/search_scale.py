@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     save()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="search_scale_"))
-    model_id = model_fingerprint(args.model)
+    model_id = model_fingerprint(args.model, max_seq_length=getattr(embedder.model, "max_seq_length", None))  # as the message_index asset does
     position = {m: i for i, m in enumerate(rows["message_id"])}
     by_text = lambda texts: embedder.embed(list(texts), args.dim)  # noqa: E731 -- from the cache
     out["lancedb"] = {}
