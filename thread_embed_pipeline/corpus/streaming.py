@@ -16,11 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.corpus.builder import (
-    CORPUS_PANDAS_SCHEMA,
-    DROP_REASONS,
-    corpus_table,
-)
+from thread_embed_pipeline.corpus.builder import CORPUS_PANDAS_SCHEMA, DROP_REASONS, corpus_table
 from thread_embed_pipeline.schemas import Log
 from thread_embed_pipeline.storage import Progress, atomic_parquet_writer
 

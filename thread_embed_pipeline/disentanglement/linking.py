@@ -10,19 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from thread_embed_pipeline.disentanglement.features import (
-    WINDOW,
-    Candidates,
-    candidate_features,
-    file_features,
-    gold_links,
-)
+from thread_embed_pipeline.disentanglement.features import WINDOW, Candidates, candidate_features, file_features, gold_links
 from thread_embed_pipeline.disentanglement.logs import channel_logs
-from thread_embed_pipeline.disentanglement.scorers import (
-    SCORERS,
-    DisentangleScorer,
-    fit_scorer,
-)
+from thread_embed_pipeline.disentanglement.scorers import SCORERS, DisentangleScorer, fit_scorer
 from thread_embed_pipeline.schemas import Log
 
 

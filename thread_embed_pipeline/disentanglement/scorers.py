@@ -15,12 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from thread_embed_pipeline.disentanglement.features import (
-    CONVERSATION_FEATURE,
-    WINDOW,
-    Candidates,
-    feature_names,
-)
+from thread_embed_pipeline.disentanglement.features import CONVERSATION_FEATURE, WINDOW, Candidates, feature_names
 from thread_embed_pipeline.schemas import Log
 
 

@@ -37,13 +37,7 @@ from thread_embed_pipeline.evaluation.tasks.common import _empty_eval_set, docum
 from thread_embed_pipeline.evaluation.tasks.concurrent import _concurrent_timestamp_note, build_concurrent_thread_eval_set, concurrent_document_id, concurrent_query_id
 from thread_embed_pipeline.evaluation.tasks.response import build_response_eval_set
 from thread_embed_pipeline.evaluation.tasks.thread import build_thread_eval_set, build_thread_full_corpus_eval_set
-from thread_embed_pipeline.schemas import (
-    DEFAULT_EVAL_TASKS,
-    EVAL_SET_COLUMNS,
-    EVAL_TASKS,
-    OWN_EVAL_SET,
-    timeline_of,
-)
+from thread_embed_pipeline.schemas import DEFAULT_EVAL_TASKS, EVAL_SET_COLUMNS, EVAL_TASKS, OWN_EVAL_SET, timeline_of
 from thread_embed_pipeline.text import TextSettings, prepare_text
 
 __all__ = [

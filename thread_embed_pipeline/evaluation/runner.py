@@ -22,32 +22,11 @@ from thread_embed_pipeline.evaluation.api_embedders import build_embedder
 from thread_embed_pipeline.evaluation.embedders import Embedder
 from thread_embed_pipeline.evaluation.embedding_cache import EmbeddingCache
 from thread_embed_pipeline.evaluation.eval_sets import protocol_of
-from thread_embed_pipeline.evaluation.fusion import (
-    FUSION_COLUMNS,
-    FusionByEvalSet,
-    tune_fusion_per_eval_set,
-)
-from thread_embed_pipeline.evaluation.maxsim import (
-    AGGREGATIONS,
-    DEFAULT_AGGREGATION,
-    SUFFIX,
-    choose_aggregation,
-    maxsim_name,
-)
+from thread_embed_pipeline.evaluation.fusion import FUSION_COLUMNS, FusionByEvalSet, tune_fusion_per_eval_set
+from thread_embed_pipeline.evaluation.maxsim import AGGREGATIONS, DEFAULT_AGGREGATION, SUFFIX, choose_aggregation, maxsim_name
 from thread_embed_pipeline.evaluation.precision import FLOAT_PRECISION, split_variant
-from thread_embed_pipeline.evaluation.report import (
-    plot_eval_set_bars,
-    plot_matryoshka,
-    report_markdown,
-)
-from thread_embed_pipeline.evaluation.retrieval import (
-    add_maxsim,
-    maxsim_dev_table,
-    pool_scores,
-    prepare_sets,
-    rank_retrieval,
-    summarize,
-)
+from thread_embed_pipeline.evaluation.report import plot_eval_set_bars, plot_matryoshka, report_markdown
+from thread_embed_pipeline.evaluation.retrieval import add_maxsim, maxsim_dev_table, pool_scores, prepare_sets, rank_retrieval, summarize
 from thread_embed_pipeline.evaluation.statistics import compare_models
 from thread_embed_pipeline.schemas import EVAL_TASKS, OWN_EVAL_SET, Log
 from thread_embed_pipeline.sources.registry import SOURCES

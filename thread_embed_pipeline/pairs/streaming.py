@@ -14,13 +14,7 @@ from thread_embed_pipeline.corpus.builder import corpus_frame
 from thread_embed_pipeline.corpus.streaming import aligned_batches
 from thread_embed_pipeline.pairs.builders import PairBuilderSettings, build_pairs
 from thread_embed_pipeline.pairs.hard_negatives import add_chat_hard_negatives
-from thread_embed_pipeline.schemas import (
-    CORPUS_COLUMNS,
-    NEGATIVE_COLUMN,
-    PAIR_STRATEGIES,
-    Log,
-    hash_fraction,
-)
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, NEGATIVE_COLUMN, PAIR_STRATEGIES, Log, hash_fraction
 from thread_embed_pipeline.storage import Progress
 from thread_embed_pipeline.text import TextSettings, prepare_text
 

@@ -35,12 +35,7 @@ from pathlib import Path
 import numpy as np
 
 # ONNX_FILE, INT8_FILE, ONNX_VARIANTS and load_onnx_model also import from here (the 0.5 path, until 0.7)
-from thread_embed_pipeline.models import (
-    INT8_FILE,
-    ONNX_FILE,
-    ONNX_VARIANTS,
-    load_onnx_model,
-)
+from thread_embed_pipeline.models import INT8_FILE, ONNX_FILE, ONNX_VARIANTS, load_onnx_model
 from thread_embed_pipeline.schemas import Log
 from thread_embed_pipeline.storage import replace_dir
 

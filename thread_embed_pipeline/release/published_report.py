@@ -14,10 +14,7 @@ from thread_embed_pipeline.evaluation.embedders import model_fingerprint
 from thread_embed_pipeline.evaluation.fusion import recommended_hybrid
 from thread_embed_pipeline.evaluation.maxsim import is_maxsim, maxsim_name
 from thread_embed_pipeline.evaluation.report import improvement_summary
-from thread_embed_pipeline.evaluation.runner import (
-    EvaluationOutputs,
-    write_report_files,
-)
+from thread_embed_pipeline.evaluation.runner import EvaluationOutputs, write_report_files
 from thread_embed_pipeline.release.card import write_model_card
 from thread_embed_pipeline.schemas import OWN_EVAL_SET
 from thread_embed_pipeline.search.retriever import write_retriever_settings

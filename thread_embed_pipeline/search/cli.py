@@ -16,18 +16,8 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.evaluation.embedders import (
-    model_fingerprint,
-    truncate_and_normalize,
-)
-from thread_embed_pipeline.search.retriever import (
-    SETTINGS_FILE,
-    HybridRetriever,
-    index_path,
-    load_or_build_index,
-    messages_to_read,
-    thread_documents,
-)
+from thread_embed_pipeline.evaluation.embedders import model_fingerprint, truncate_and_normalize
+from thread_embed_pipeline.search.retriever import SETTINGS_FILE, HybridRetriever, index_path, load_or_build_index, messages_to_read, thread_documents
 
 
 def _default_model() -> str:
@@ -43,10 +33,7 @@ def _default_model() -> str:
 def _search_message_index(args, parser) -> int:
     """``--index messages``: the workspace's message index (:mod:`.message_index`), answered thread by thread."""
     from thread_embed_pipeline.models import load_sentence_model
-    from thread_embed_pipeline.search.message_index import (
-        MessageIndex,
-        default_index_dir,
-    )
+    from thread_embed_pipeline.search.message_index import MessageIndex, default_index_dir
     from thread_embed_pipeline.text import redact_text
 
     try:

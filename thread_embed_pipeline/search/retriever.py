@@ -28,24 +28,10 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline import storage
-from thread_embed_pipeline.evaluation.embedders import (
-    encode_texts,
-    model_fingerprint,
-    truncate_and_normalize,
-)
+from thread_embed_pipeline.evaluation.embedders import encode_texts, model_fingerprint, truncate_and_normalize
 from thread_embed_pipeline.evaluation.fusion import convex_fuse
-from thread_embed_pipeline.evaluation.maxsim import (
-    aggregate,
-    best_messages,
-    check_aggregation,
-    flatten_messages,
-    top_message_scores,
-)
-from thread_embed_pipeline.evaluation.retrieval import (
-    bm25_index,
-    bm25_query_tokens,
-    bm25_scores,
-)
+from thread_embed_pipeline.evaluation.maxsim import aggregate, best_messages, check_aggregation, flatten_messages, top_message_scores
+from thread_embed_pipeline.evaluation.retrieval import bm25_index, bm25_query_tokens, bm25_scores
 from thread_embed_pipeline.schemas import format_message, is_missing
 from thread_embed_pipeline.storage import atomic_write_bytes, atomic_write_text
 

@@ -11,10 +11,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from thread_embed_pipeline.schemas import NEGATIVE_COLUMN
-from thread_embed_pipeline.training.settings import (
-    TrainingSettings,
-    validate_options,
-)
+from thread_embed_pipeline.training.settings import TrainingSettings, validate_options
 
 _SPEAKER_PREFIX = re.compile(r"^speaker_\d+: ", re.MULTILINE)
 

@@ -53,12 +53,7 @@ from thread_embed_pipeline.models import default_device, load_sentence_model
 from thread_embed_pipeline.schemas import NEGATIVE_COLUMN
 from thread_embed_pipeline.training.budget import StepBudget, _barrier, _slowest, distributed_rank
 from thread_embed_pipeline.training.inputs import _select_columns, check_training_inputs, drop_speakers
-from thread_embed_pipeline.training.settings import (
-    TrainingResult,
-    TrainingSettings,
-    cpu_supports_bf16,
-    validate_settings,
-)
+from thread_embed_pipeline.training.settings import TrainingResult, TrainingSettings, cpu_supports_bf16, validate_settings
 
 RESUME_STATE_FILE = "resume_fingerprint.json"
 
@@ -153,23 +148,12 @@ def train_matryoshka_model(
     """
     import torch
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MatryoshkaLoss,
-        MultipleNegativesRankingLoss,
-    )
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss, MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import PrinterCallback, TrainerCallback
 
-    from thread_embed_pipeline.training.batching import (
-        ConversationDisjointSamplerFactory,
-        GlobalBatchSamplerFactory,
-        LengthGroupedSamplerFactory,
-    )
+    from thread_embed_pipeline.training.batching import ConversationDisjointSamplerFactory, GlobalBatchSamplerFactory, LengthGroupedSamplerFactory
 
     check_training_inputs(pairs, settings)
     pairs, text_columns, dropped_without_negative = _select_columns(pairs, settings, log)

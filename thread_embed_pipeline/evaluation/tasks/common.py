@@ -9,14 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from thread_embed_pipeline.schemas import (
-    CORPUS_COLUMNS,
-    EVAL_SET_COLUMNS,
-    OWN_EVAL_SET,
-    format_message,
-    is_missing,
-    missing_columns,
-)
+from thread_embed_pipeline.schemas import CORPUS_COLUMNS, EVAL_SET_COLUMNS, OWN_EVAL_SET, format_message, is_missing, missing_columns
 
 
 def query_id(conversation_id: str) -> str:

@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.tasks.common import _clean_author, _clean_text, _document_row, _empty_eval_set, _messages, _query_row, _sample_indices, _source_split, eval_frame
-from thread_embed_pipeline.schemas import (
-    format_message,
-    timeline_of,
-)
+from thread_embed_pipeline.schemas import format_message, timeline_of
 
 
 @dataclass

@@ -8,9 +8,7 @@ import numpy as np
 import pandas as pd
 
 from thread_embed_pipeline.evaluation.tasks.common import _assemble, _conversations, _messages, _sample_conversations
-from thread_embed_pipeline.schemas import (
-    format_window,
-)
+from thread_embed_pipeline.schemas import format_window
 
 
 def build_response_eval_set(
